@@ -1,0 +1,182 @@
+"""The `codecl` command line (click). Commands are thin: they parse, call the library, print.
+
+Errors: a `CodeclError` prints one line on stderr and exits with its code (SPEC: 2 config,
+3 data, 4 checkpoint, 5 diverged, 1 other); `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from codecl import __version__
+from codecl.errors import CodeclError, ConfigError
+
+_DEBUG = False
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"codecl: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CodeclError as exc:
+            if _DEBUG:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; completed stages are kept (rerun with --resume)", 130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # last resort: one line, exit 1
+            if _DEBUG:
+                raise
+            _fail(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="codecl")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """codecl: continual, parameter-efficient learning of code-generation models."""
+    global _DEBUG
+    _DEBUG = debug
+
+
+def _config_options(f):
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Dotted config override, e.g. train.epochs=1.")(f)
+    f = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")(f)
+    f = click.option("--preset", help="Shipped preset: quickstart (default), smoke, seed-paper.")(f)
+    return f
+
+
+@cli.command()
+@_config_options
+@click.option("--output-dir", help="Run folder (default: the config's output_dir).")
+@click.option("--methods", help="Comma-separated methods: lora,full_layer,hybrid,hybrid_shared.")
+@click.option("--tasks", help="Comma-separated task (language) sequence, e.g. python,javascript.")
+@click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --output-dir; completed stages are kept.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resume, quiet):
+    """Train every method over the task sequence, evaluate after every stage, write the report."""
+    from codecl.config import load_config
+    from codecl.experiment import run_experiment
+
+    try:
+        seed_list = [int(s) for s in _csv(seeds)] if seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    cfg = load_config(preset, config_file, list(overrides), output_dir=output_dir, methods=_csv(methods), tasks=_csv(tasks), seeds=seed_list)
+    run_experiment(cfg, resume=resume, progress=not quiet)
+
+
+@cli.command()
+@_config_options
+def params(preset, config_file, overrides):
+    """Parameter accounting of every method, without training (last line: JSON)."""
+    from codecl.config import load_config
+    from codecl.methods.accounting import parameter_report
+
+    cfg = load_config(preset, config_file, list(overrides))
+    click.echo(json.dumps(parameter_report(cfg)))
+
+
+@cli.command()
+@_config_options
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def pretrain(preset, config_file, overrides, quiet):
+    """Build (or reuse from cache) the embedded tokenizer and base model; print its folder."""
+    from codecl.config import load_config
+    from codecl.model.embedded import ensure_embedded_base
+
+    cfg = load_config(preset, config_file, list(overrides))
+    folder = ensure_embedded_base(cfg, progress=not quiet)
+    click.echo(str(folder))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir):
+    """Rewrite report.md and plots/ of a run folder from its results.json."""
+    from codecl.report import write_report
+
+    path = write_report(Path(run_dir))
+    click.echo(str(path))
+
+
+@cli.group()
+def data():
+    """Build, check and inspect CodeSearchNet-format data."""
+
+
+@data.command("build")
+@click.option("--languages", required=True, help="Comma-separated languages, e.g. python,javascript.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Output folder: <lang>/{train,valid,test}.jsonl.")
+@click.option("--source", "sources", multiple=True, type=click.Path(), help="Extra source folder (repeatable); none = embedded defaults.")
+def data_build(languages, output, sources):
+    """Build a CodeSearchNet-format corpus from local source code."""
+    from codecl.data.build import build_corpus
+
+    stats = build_corpus(_csv(languages), Path(output), [Path(s) for s in sources])
+    click.echo(json.dumps(stats))
+
+
+@data.command("check")
+@click.argument("path", type=click.Path())
+@click.option("--language", help="Language of the records (default: each record's `language` field).")
+def data_check(path, language):
+    """Validate a CodeSearchNet-format file or folder (last line: JSON counts)."""
+    from codecl.data.check import check_path
+
+    summary = check_path(Path(path), language, report=lambda msg: click.echo(msg, err=True))
+    click.echo(json.dumps(summary))
+
+
+@data.command("pairs")
+@click.argument("path", type=click.Path())
+@click.option("--language", required=True, help="Language of the records.")
+@click.option("--limit", type=int, default=None, help="Print at most N pairs.")
+def data_pairs(path, language, limit):
+    """Print the (source, target) pairs training sees, one JSON object a line."""
+    from codecl.data.check import iter_pairs
+
+    for i, pair in enumerate(iter_pairs(Path(path), language)):
+        if limit is not None and i >= limit:
+            break
+        click.echo(json.dumps(pair, ensure_ascii=False))
+
+
+@cli.command("evaluate-exec")
+@click.option("--benchmark", required=True, type=click.Path(dir_okay=False), help="HumanEval / HumanEval-X / MBXP JSONL(.gz).")
+@click.option("--samples", required=True, type=click.Path(dir_okay=False), help='JSONL of {"task_id", "completion"}.')
+@click.option("--k", "ks", default="1", help="Comma-separated k values for pass@k.")
+@click.option("--timeout-s", type=float, default=10.0, help="Wall-clock limit per sample.")
+@click.option("--workers", type=int, default=None, help="Parallel sandboxes (default: CPU count).")
+@click.option("--allow-code-execution", is_flag=True, help="Required: run untrusted generated code in the sandbox.")
+def evaluate_exec(benchmark, samples, ks, timeout_s, workers, allow_code_execution):
+    """Run generated code against a benchmark's tests in the sandbox (last line: JSON)."""
+    if not allow_code_execution:
+        raise ConfigError("nothing was executed: generated code runs only with --allow-code-execution (it executes untrusted code in a sandbox)")
+    from codecl.execution.evaluate import evaluate_samples
+
+    try:
+        k_list = [int(k) for k in _csv(ks)]
+    except ValueError:
+        raise ConfigError(f"--k must be comma-separated integers, got {ks!r}") from None
+    summary = evaluate_samples(Path(benchmark), Path(samples), k_list, timeout_s=timeout_s, workers=workers)
+    click.echo(json.dumps(summary))
+
+
+def main() -> None:
+    cli(prog_name="codecl")

@@ -1,0 +1,413 @@
+"""Typed, frozen, documented configuration; YAML presets; dotted `--set` overrides.
+
+Every field is documented by the string literal under it; `__post_init__` validates it.
+Construction collects *all* errors of the whole tree into one `ConfigError` message
+(torchtune style) so a user fixes a config in one pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codecl.errors import ConfigError
+
+LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
+METHOD_NAMES = ("lora", "full_layer", "hybrid", "hybrid_shared")
+
+
+class _Checks:
+    """Collects validation failures of one dataclass."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.errors = prefix, []
+
+    def require(self, ok: bool, name: str, message: str) -> None:
+        if not ok:
+            self.errors.append(f"{self.prefix}{name} {message}")
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError("; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "embedded"
+    """Where task data comes from: `embedded` (corpus built offline from installed source code),
+    `local` (CodeSearchNet files/folders under `path`), or `hub` (a Hugging Face dataset)."""
+    path: str | None = None
+    """For `local`: a CodeSearchNet folder (original `<lang>/final/jsonl/<split>/` or CodeXGLUE
+    `<lang>/<split>.jsonl` layout). For `embedded`: where to cache the built corpus (default: the user cache)."""
+    hub_dataset: str = "claudios/code_search_net"
+    """Hub dataset id for `source: hub` (needs a network)."""
+    extra_sources: tuple[str, ...] = ()
+    """Extra source folders for the embedded corpus builder (`--source`)."""
+    max_train_examples: int | None = None
+    """Cap on training pairs per task after cleaning (None = all)."""
+    max_valid_examples: int | None = None
+    """Cap on validation pairs per task used for evaluation (None = the whole split)."""
+    max_source_tokens: int = 64
+    """Truncate the description (model input) to this many tokens; truncations are counted."""
+    max_target_tokens: int = 256
+    """Truncate the reference code (labels) to this many tokens; truncations are counted."""
+    max_target_lines: int | None = None
+    """Drop functions longer than this many lines before capping (None = keep all)."""
+
+    def __post_init__(self):
+        c = _Checks("data.")
+        c.require(self.source in ("embedded", "local", "hub"), "source", f"must be embedded, local or hub, got {self.source!r}")
+        c.require(self.source != "local" or bool(self.path), "path", "must name a CodeSearchNet folder when data.source is local")
+        for name in ("max_train_examples", "max_valid_examples", "max_target_lines"):
+            v = getattr(self, name)
+            c.require(v is None or v > 0, name, f"must be positive or null, got {v}")
+        for name in ("max_source_tokens", "max_target_tokens"):
+            c.require(8 <= getattr(self, name) <= 4096, name, f"must be in [8, 4096], got {getattr(self, name)}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class EmbeddedModelConfig:
+    d_model: int = 256
+    """Hidden size of the embedded T5."""
+    num_layers: int = 4
+    """Encoder layers (the decoder gets as many)."""
+    num_heads: int = 4
+    """Attention heads (d_kv = d_model / num_heads)."""
+    d_ff: int = 1024
+    """Feed-forward inner size."""
+    vocab_size: int = 4096
+    """Byte-level BPE vocabulary size, including T5's specials and 100 sentinels."""
+    pretrain_steps: int = 600
+    """Span-corruption optimisation steps (bounded budget)."""
+    pretrain_batch_size: int = 32
+    """Pretraining batch size."""
+    pretrain_lr: float = 2e-3
+    """Pretraining AdamW learning rate (linear warm-up then decay)."""
+    max_pretrain_examples: int | None = 6000
+    """Cap on corpus texts used to train the tokenizer and the model."""
+
+    def __post_init__(self):
+        c = _Checks("model.embedded.")
+        c.require(self.d_model > 0 and self.num_heads > 0 and self.d_model % self.num_heads == 0, "d_model", "must be a positive multiple of num_heads")
+        c.require(self.num_layers >= 1, "num_layers", "must be >= 1")
+        c.require(self.vocab_size >= 512, "vocab_size", f"must be >= 512, got {self.vocab_size}")
+        c.require(self.pretrain_steps >= 0, "pretrain_steps", "must be >= 0")
+        c.require(0 < self.pretrain_lr < 1, "pretrain_lr", "must be in (0, 1)")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "embedded"
+    """`embedded` (built and cached offline), a Hugging Face hub id (e.g. Salesforce/codet5-small),
+    or a local folder saved with `save_pretrained`."""
+    embedded: EmbeddedModelConfig = field(default_factory=EmbeddedModelConfig)
+    """Shape and pretraining budget of the embedded base."""
+    frozen_dtype: str = "float32"
+    """dtype of the frozen base weights: float32 or bfloat16 (trainable modules stay float32)."""
+
+    def __post_init__(self):
+        c = _Checks("model.")
+        c.require(bool(self.name), "name", "must not be empty")
+        c.require(self.frozen_dtype in ("float32", "bfloat16"), "frozen_dtype", f"must be float32 or bfloat16, got {self.frozen_dtype!r}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 16
+    """LoRA rank r (arXiv 2106.09685)."""
+    alpha: int = 32
+    """LoRA scaling alpha (scale = alpha / r)."""
+    dropout: float = 0.1
+    """Dropout on the LoRA input."""
+    target_modules: tuple[str, ...] = ("q", "k", "v", "o", "wi", "wo")
+    """Linear layers of T5's original blocks that get LoRA (T5 v1.0 / CodeT5 use `wi`, not `wi_0/wi_1`)."""
+
+    def __post_init__(self):
+        c = _Checks("method.lora.")
+        c.require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        c.require(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
+        c.require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        c.require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    stack: str = "encoder"
+    """Which stack gets the inserted block: encoder or decoder."""
+    position: int = -1
+    """Insert after this layer (1-based; -1 = after the top layer, the study's "after layer 6")."""
+    init: str = "identity"
+    """identity (copy of the layer below with output projections zeroed: LLaMA Pro, arXiv 2401.02415),
+    copy (plain copy of the layer below), or random."""
+
+    def __post_init__(self):
+        c = _Checks("method.block.")
+        c.require(self.stack in ("encoder", "decoder"), "stack", f"must be encoder or decoder, got {self.stack!r}")
+        c.require(self.position == -1 or self.position >= 1, "position", f"must be -1 (top) or >= 1 (after that layer; block 0 holds T5's relative position bias), got {self.position}")
+        c.require(self.init in ("identity", "copy", "random"), "init", f"must be identity, copy or random, got {self.init!r}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings, used by lora, hybrid and hybrid_shared."""
+    block: BlockConfig = field(default_factory=BlockConfig)
+    """Inserted-block settings, used by full_layer, hybrid and hybrid_shared."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 5e-4
+    """AdamW learning rate for the trainable modules."""
+    batch_size: int = 8
+    """Training batch size."""
+    epochs: int = 2
+    """Epochs per task."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0 disables)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    seed: int = 42
+    """Seed for data order, dropout and initialisation."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    log_every: int = 10
+    """Log the loss to events.jsonl every this many steps."""
+    max_consecutive_nonfinite: int = 5
+    """Stop with exit 5 after this many non-finite losses in a row (each one skips its step)."""
+
+    def __post_init__(self):
+        c = _Checks("train.")
+        c.require(0 < self.lr < 1, "lr", f"must be in (0, 1), got {self.lr}")
+        c.require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        c.require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        c.require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        c.require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        c.require(self.log_every >= 1, "log_every", "must be >= 1")
+        c.require(self.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", "must be >= 1")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "valid"
+    """Split evaluated after every stage: valid or test."""
+    max_new_tokens: int = 128
+    """Generation budget per example."""
+    num_beams: int = 1
+    """1 = greedy decoding (the default); > 1 = beam search."""
+    batch_size: int = 32
+    """Generation batch size."""
+
+    def __post_init__(self):
+        c = _Checks("eval.")
+        c.require(self.split in ("valid", "test"), "split", f"must be valid or test, got {self.split!r}")
+        c.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        c.require(self.num_beams >= 1, "num_beams", "must be >= 1")
+        c.require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    tasks: tuple[str, ...] = ("python", "javascript")
+    """Task (language) sequence, trained in this order."""
+    methods: tuple[str, ...] = METHOD_NAMES
+    """Methods to run, each over the whole task sequence."""
+    seeds: tuple[int, ...] = (42,)
+    """One run per seed (train.seed is replaced by each)."""
+    output_dir: str = "runs/quickstart"
+    """Run folder."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data settings."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Base-model settings."""
+    method: MethodConfig = field(default_factory=MethodConfig)
+    """Per-method module settings."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training settings."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation settings."""
+
+    def __post_init__(self):
+        c = _Checks("")
+        c.require(len(self.tasks) >= 1, "tasks", "must name at least one language")
+        unknown = [t for t in self.tasks if t not in LANGUAGES]
+        c.require(not unknown, "tasks", f"has unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
+        c.require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a language")
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHOD_NAMES)}")
+        c.require(len(self.methods) >= 1, "methods", "must name at least one method")
+        c.require(len(self.seeds) >= 1, "seeds", "must name at least one seed")
+        c.raise_if_any()
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Coerce a YAML/CLI value into the annotated type, or raise ConfigError naming `key`."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | globals())  # dataclass string annotations (PEP 563)
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__}")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_convert(v, item_type, key) for v in value)
+    if annotation is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            converted = annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be {annotation.__name__}, got {value!r}") from None
+        if annotation is int and isinstance(value, float) and value != converted:
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return converted
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str = ""):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    errors = [f"{prefix}{k} is not a known key (known: {', '.join(fields)})" for k in unknown]
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if name not in fields:
+            continue
+        try:
+            kwargs[name] = _convert(value, hints[name], prefix + name)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """Plain, YAML/JSON-ready dict (tuples become lists)."""
+
+    def _plain(v):
+        if isinstance(v, tuple):
+            return [_plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: _plain(x) for k, x in v.items()}
+        return v
+
+    return _plain(dataclasses.asdict(cfg))
+
+
+def from_dict(data: dict) -> RunConfig:
+    return _build(RunConfig, data)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("codecl.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping")
+    return data
+
+
+def load_preset_dict(name: str) -> dict:
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    text = resources.files("codecl.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return _read_yaml(text, f"preset {name}")
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. train.epochs=1)")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(preset: str | None = None, config_file: str | None = None, overrides: list[str] = (), **top_level) -> RunConfig:
+    """Preset or file, then `--set` overrides, then explicit top-level values (CLI flags)."""
+    if preset and config_file:
+        raise ConfigError("give either --preset or --config, not both")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        data = _read_yaml(path.read_text(encoding="utf-8"), str(path))
+        base = data.pop("preset", None)
+        if base:
+            merged = load_preset_dict(base)
+            _deep_update(merged, data)
+            data = merged
+    else:
+        data = load_preset_dict(preset or "quickstart")
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    for key, value in top_level.items():
+        if value is not None:
+            data[key] = value
+    return from_dict(data)
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def replace(cfg, **changes):
+    return dataclasses.replace(cfg, **changes)
