@@ -1,0 +1,98 @@
+"""The languages codecl knows (CodeSearchNet's six) and how to check that code parses.
+
+`parse_ok` is the syntax check behind the `syntax_pass` metric and the corpus builder:
+Python uses `ast.parse` (the reference parser); every other language uses a tree-sitter
+parse with no ERROR or MISSING nodes. Python and JavaScript grammars are dependencies of
+codecl; the other four work when their `tree-sitter-<lang>` package is installed.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+from codecl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    name: str
+    """Name as CodeSearchNet spells it (also the task name)."""
+    grammar_module: str
+    """Python module of the tree-sitter grammar (`pip install tree-sitter-<lang>`)."""
+    grammar_function: str
+    """Function of `grammar_module` returning the grammar's language pointer."""
+    extensions: tuple[str, ...]
+    """File suffixes of source files in this language."""
+    fully_supported: bool
+    """True when the corpus builder can extract functions of this language."""
+
+    @property
+    def pip_name(self) -> str:
+        return self.grammar_module.replace("_", "-")
+
+
+LANGUAGES: dict[str, LanguageSpec] = {
+    spec.name: spec
+    for spec in (
+        LanguageSpec("python", "tree_sitter_python", "language", (".py",), True),
+        LanguageSpec("javascript", "tree_sitter_javascript", "language", (".js", ".mjs", ".cjs"), True),
+        LanguageSpec("java", "tree_sitter_java", "language", (".java",), False),
+        LanguageSpec("go", "tree_sitter_go", "language", (".go",), False),
+        LanguageSpec("php", "tree_sitter_php", "language_php", (".php",), False),
+        LanguageSpec("ruby", "tree_sitter_ruby", "language", (".rb",), False),
+    )
+}
+
+
+def known_languages() -> list[str]:
+    return list(LANGUAGES)
+
+
+def get_language(name: str) -> LanguageSpec:
+    """The spec of `name`; an unknown name raises ConfigError listing the known ones."""
+    try:
+        return LANGUAGES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown language {name!r}; known: {', '.join(LANGUAGES)}") from None
+
+
+@lru_cache(maxsize=None)
+def get_tree_sitter_language(name: str):
+    """The tree-sitter `Language` of `name` (cached); ConfigError if its grammar is not installed."""
+    import tree_sitter
+
+    spec = get_language(name)
+    try:
+        module = importlib.import_module(spec.grammar_module)
+    except ImportError:
+        raise ConfigError(
+            f"language {name!r} needs the tree-sitter grammar {spec.pip_name!r}, which is not installed: pip install {spec.pip_name}"
+        ) from None
+    return tree_sitter.Language(getattr(module, spec.grammar_function)())
+
+
+@lru_cache(maxsize=None)
+def get_parser(name: str):
+    """A tree-sitter `Parser` for `name` (cached per language; not thread-safe, like tree-sitter's)."""
+    import tree_sitter
+
+    return tree_sitter.Parser(get_tree_sitter_language(name))
+
+
+def parse_ok(code: str, language: str) -> bool:
+    """True when `code` parses as a complete program unit of `language` without syntax errors."""
+    get_language(language)  # unknown name -> ConfigError, even for Python
+    if language == "python":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escape sequences
+                ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return False
+        return True
+    tree = get_parser(language).parse(code.encode("utf-8", errors="surrogatepass"))
+    # has_error is true when the tree contains an ERROR node or a MISSING (inserted) node.
+    return not tree.root_node.has_error
