@@ -179,4 +179,8 @@ def evaluate_exec(benchmark, samples, ks, timeout_s, workers, allow_code_executi
 
 
 def main() -> None:
+    import warnings
+
+    # Raised inside PEFT/transformers on every adapter creation; not actionable by codecl users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     cli(prog_name="codecl")

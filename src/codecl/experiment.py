@@ -1,0 +1,193 @@
+"""`codecl run`: every method over the task sequence, evaluated after every stage, reported.
+
+The continual-learning loop (Avalanche's shape, without the plugin machinery):
+for each seed, for each method: a fresh frozen base; stage 0 scores (shared by all methods);
+then for each task: add its modules, train them, save them, evaluate every task.
+`results.json` is rewritten atomically after every stage; `--resume` keeps completed stages
+(their saved modules are reloaded and verified) and continues with the next one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from codecl import __version__
+from codecl.config import RunConfig, to_dict
+from codecl.data.batching import EncodedPairs, encode_pairs
+from codecl.errors import CheckpointError, ConfigError
+from codecl.evaluation.generate import generate_codes
+from codecl.evaluation.metrics import score_all
+from codecl.fileio import write_text
+from codecl.methods.continual import ContinualModel
+from codecl.model.base import load_base
+from codecl.results import find_run, finalize_run, load_results, new_results, save_results, upsert_run
+from codecl.train import seed_everything, train_task
+
+# Provenance that must match for --resume to continue a run (SPEC: refuse and show what differs).
+_RESUME_KEYS = ("tasks", "data", "model", "method", "train", "eval")
+
+
+@dataclass
+class TaskData:
+    language: str
+    train: EncodedPairs
+    eval_sources: list[str]
+    eval_references: list[str]
+
+
+class EventLog:
+    """Append-only JSON lines (`events.jsonl`), and TensorBoard scalars when it is installed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(path.parent / "tensorboard"))
+        except ImportError:
+            self._tb = None
+
+    def __call__(self, event: dict) -> None:
+        self._fh.write(json.dumps({"time": round(time.time(), 3), **event}) + "\n")
+        self._fh.flush()
+        if self._tb is not None and event.get("event") == "train_loss":
+            self._tb.add_scalar(f"{event['method']}/seed-{event['seed']}/{event['task']}/loss", event["loss"], event["step"])
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name}: CUDA is not available on this machine; use cpu or auto")
+    return torch.device(name)
+
+
+def load_task_data(cfg: RunConfig, tokenizer) -> dict[str, TaskData]:
+    from codecl.data.tasks import load_pairs
+
+    tasks = {}
+    for language in cfg.tasks:
+        train = load_pairs(cfg.data, language, "train")
+        evaluation = load_pairs(cfg.data, language, cfg.eval.split)
+        encoded = encode_pairs(tokenizer, [p.source for p in train], [p.target for p in train], cfg.data.max_source_tokens, cfg.data.max_target_tokens)
+        tasks[language] = TaskData(language, encoded, [p.source for p in evaluation], [p.target for p in evaluation])
+    return tasks
+
+
+def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, TaskData], trained: list[str], cfg: RunConfig,
+                 device, progress: bool, desc: str) -> dict[str, list]:
+    """Score every task: a trained task with its own modules, any other with the latest task's."""
+    rows: dict[str, list] = {}
+    for language, data in tasks.items():
+        if cm is not None:
+            cm.activate(language if language in trained else (trained[-1] if trained else None))
+        hyps = generate_codes(model, tokenizer, data.eval_sources, cfg.data.max_source_tokens, cfg.eval, device, progress, f"{desc} eval {language}")
+        for metric, value in score_all(hyps, data.eval_references, language).items():
+            rows.setdefault(metric, []).append(value)
+    return rows
+
+
+def _check_resume(results: dict, cfg: RunConfig, path: Path) -> None:
+    saved, now = results.get("config", {}), to_dict(cfg)
+    diffs = [f"{k}: {json.dumps(saved.get(k))} -> {json.dumps(now.get(k))}" for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+    if diffs:
+        raise ConfigError(f"{path}: cannot resume with a changed configuration ({'; '.join(diffs)}); use another --output-dir")
+
+
+def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
+    out = Path(cfg.output_dir)
+    results_path = out / "results.json"
+    if results_path.exists() and not resume:
+        raise ConfigError(f"{out} already holds a run; continue it with --resume or choose another --output-dir")
+    results = load_results(results_path) if resume and results_path.exists() else None
+    if results is not None:
+        _check_resume(results, cfg, results_path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output folder {out}: {exc.strerror}") from exc
+    write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    device = pick_device(cfg.train.device)
+    log = EventLog(out / "events.jsonl")
+    started = time.perf_counter()
+
+    base, tokenizer, info = load_base(cfg.model, cfg, progress=progress)
+    if results is not None and results["base_model"].get("fingerprint") != info.fingerprint:
+        raise CheckpointError(f"{results_path}: recorded base fingerprint {results['base_model'].get('fingerprint')} "
+                              f"differs from the loaded base's {info.fingerprint}; use another --output-dir")
+    results = results or new_results(to_dict(cfg), info.as_dict(), list(cfg.tasks))
+    tasks = load_task_data(cfg, tokenizer)
+    log({"event": "data", **{t: {"train": len(d.train), "eval": len(d.eval_sources), "truncated_sources": d.train.truncated_sources,
+                                "truncated_targets": d.train.truncated_targets} for t, d in tasks.items()}})
+
+    stage0 = next((run["scores"] for run in results["runs"] if run["stages"]), None)
+    stage0 = {m: [R[0]] for m, R in stage0.items()} if stage0 else None
+    if stage0 is None:
+        stage0 = {m: [row] for m, row in evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base").items()}
+        log({"event": "stage0", "scores": {m: R[0] for m, R in stage0.items()}})
+
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            run = find_run(results, method, seed) or {"method": method, "seed": seed, "stages": ["base"],
+                                                       "scores": json.loads(json.dumps(stage0))}
+            _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress)
+    log({"event": "done", "seconds": round(time.perf_counter() - started, 2)})
+    log.close()
+
+    from codecl.report import summary_table, write_report
+
+    report = write_report(out)
+    if progress:
+        print(summary_table(results))
+        print(f"\nrun folder: {out}\nresults:    {results_path}\nreport:     {report}\nplots:      {out / 'plots'}")
+    return results
+
+
+def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress) -> None:
+    base, _, info = load_base(cfg.model, cfg, progress=False)  # a fresh frozen base: PEFT edits modules in place
+    cm = ContinualModel(base, method, cfg.method, info).to(device)
+    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
+        run.setdefault(key, {})
+    for index, task in enumerate(cfg.tasks, start=1):
+        folder = out / method / f"seed-{seed}" / task
+        if task in run["stages"]:  # completed before an interruption: reload, verify, skip
+            cm.load_task(task, folder)
+            continue
+        cm.add_task(task)
+        cm.to(device)
+        cm.activate(task)
+        seed_everything(seed * 1000 + index)
+        desc = f"{method} seed-{seed} {index}/{len(cfg.tasks)} {task}"
+        cost = train_task(cm, tasks[task].train, cfg.train, tokenizer.pad_token_id, device, seed * 1000 + index,
+                          log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc)
+        cm.save_task(task, folder, extra={"seed": seed, "stage": index})
+        rows = evaluate_all(cm, cm, tokenizer, tasks, cfg.tasks[:index], cfg, device, progress, desc)
+        run["stages"].append(task)
+        for metric, row in rows.items():
+            run["scores"].setdefault(metric, []).append(row)
+        run["trainable_parameters"][task] = cost.trainable_parameters
+        run["train_seconds"][task] = round(cost.seconds, 3)
+        run["train_samples_per_second"][task] = round(cost.samples_per_second, 3)
+        run["peak_memory_bytes"][task] = cost.peak_memory_bytes
+        run["loss_curve"][task] = cost.loss_curve
+        run["stored_parameters"] = cm.stored_parameter_count()
+        finalize_run(run)
+        upsert_run(results, run)
+        save_results(out / "results.json", results)
+        log({"event": "stage", "method": method, "seed": seed, "task": task, "seconds": cost.seconds,
+             "samples_per_second": cost.samples_per_second, "peak_memory_bytes": cost.peak_memory_bytes,
+             "scores": {m: r for m, r in rows.items()}})
+    if "stored_parameters" not in run:
+        run["stored_parameters"] = cm.stored_parameter_count()

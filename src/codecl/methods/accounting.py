@@ -1,0 +1,50 @@
+"""`codecl params`: every method's parameter accounting, without training.
+
+The base is built from its config with random weights (the counts depend on shapes only):
+a hub id or local folder through `AutoConfig`, the embedded base from its configured shape
+(or the cached build when one exists, whose vocabulary may be a little smaller).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from codecl.config import RunConfig
+from codecl.methods.continual import ContinualModel
+from codecl.methods.registry import METHODS
+from codecl.model.base import BaseInfo, count_parameters, freeze
+
+
+def _base_from_config(cfg: RunConfig):
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, T5Config
+
+    if cfg.model.name == "embedded":
+        shape = cfg.model.embedded
+        config = T5Config(vocab_size=shape.vocab_size, d_model=shape.d_model, d_kv=shape.d_model // shape.num_heads,
+                          d_ff=shape.d_ff, num_layers=shape.num_layers, num_decoder_layers=shape.num_layers,
+                          num_heads=shape.num_heads, feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(cfg.model.name)
+        except OSError as exc:
+            from codecl.errors import ConfigError
+
+            raise ConfigError(f"model.name={cfg.model.name}: its config cannot be had offline; name a local folder "
+                              "saved with save_pretrained, or use the embedded base") from exc
+    return freeze(AutoModelForSeq2SeqLM.from_config(config))
+
+
+def parameter_report(cfg: RunConfig) -> dict:
+    """{"base": N, "methods": {name: {"trainable_per_task": n, "stored_after": {"1": n, ...}}}}."""
+    report: dict = {"base": None, "methods": {}}
+    for method in cfg.methods:
+        base = _base_from_config(cfg)
+        report["base"] = count_parameters(base)
+        info = BaseInfo(cfg.model.name, str(Path(cfg.model.name)), "accounting", report["base"])
+        cm = ContinualModel(base, METHODS.get(method), cfg.method, info)
+        stored, trainable = {}, []
+        for i, task in enumerate(cfg.tasks, start=1):
+            cm.add_task(task)
+            trainable.append(cm.task_parameter_count(task))
+            stored[str(i)] = cm.stored_parameter_count()
+        report["methods"][method] = {"trainable_per_task": trainable[0], "stored_after": stored}
+    return report

@@ -1,0 +1,218 @@
+"""`ContinualModel`: a frozen base plus per-task modules, one interface for every method.
+
+- LoRA adapters are PEFT adapters on the base, one per task, keyed by task name and
+  switched with `set_adapter` (arXiv 2106.09685). They never touch the inserted blocks,
+  which live outside the base's module tree (see `codecl.model.blocks`).
+- Inserted blocks sit in an `nn.ModuleDict` keyed by task (or `shared`), and one
+  `BlockSlot` hook runs whichever block the active task owns.
+
+Storage per task folder: `adapter_config.json` + `adapter_model.safetensors` (plain PEFT,
+loadable by `PeftModel.from_pretrained(base, folder)`), `block.safetensors` + `block.json`,
+`module.json` (provenance), and `manifest.json` written last. Never a copy of the base.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from codecl import __version__
+from codecl.errors import AdapterMismatchError, CheckpointError
+from codecl.fileio import atomic_write, read_json, verify_manifest, write_json, write_manifest
+from codecl.methods.registry import METHODS, MethodSpec
+from codecl.model.base import BaseInfo
+from codecl.model.blocks import BlockSlot, new_block
+
+SHARED = "shared"
+
+
+class ContinualModel(nn.Module):
+    def __init__(self, base: nn.Module, method: str | MethodSpec, method_cfg, base_info: BaseInfo):
+        super().__init__()
+        self.spec = METHODS.get(method) if isinstance(method, str) else method
+        self.method_cfg, self.base_info = method_cfg, base_info
+        self.base = base
+        self.peft = None  # PeftModel once the first LoRA adapter exists
+        self.blocks = nn.ModuleDict()
+        self.tasks: list[str] = []
+        self.active: str | None = None
+        block_cfg = method_cfg.block
+        self.slot = BlockSlot(base, block_cfg.stack, block_cfg.position) if self.spec.block else None
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def model(self) -> nn.Module:
+        """What to call forward/generate on (the PEFT wrapper when LoRA is used)."""
+        return self.peft if self.peft is not None else self.base
+
+    def block_key(self, task: str) -> str | None:
+        if self.spec.block is None:
+            return None
+        return SHARED if self.spec.block == "shared" else task
+
+    def _lora_config(self):
+        from peft import LoraConfig, TaskType
+
+        c = self.method_cfg.lora
+        return LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM, r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout,
+            target_modules=list(c.target_modules), base_model_name_or_path=self.base_info.path,
+        )
+
+    def _add_adapter(self, task: str, config) -> None:
+        from peft import get_peft_model
+
+        if self.peft is None:
+            self.base.name_or_path = self.base.config._name_or_path = self.base_info.path  # PEFT's base_model_name_or_path
+            self.peft = get_peft_model(self.base, config, adapter_name=task)
+        else:
+            self.peft.add_adapter(task, config)
+
+    def add_task(self, task: str) -> None:
+        """Create the task's new modules (a shared block is created once, by the first task)."""
+        if task in self.tasks:
+            raise ValueError(f"task {task!r} already added")
+        if self.spec.lora:
+            self._add_adapter(task, self._lora_config())
+        key = self.block_key(task)
+        if key is not None and key not in self.blocks:
+            c = self.method_cfg.block
+            device = next(self.base.parameters()).device
+            # Every block takes the same decoder cache slot: only one is active at a time.
+            self.blocks[key] = new_block(self.base, c.stack, c.position, c.init).to(device)
+        self.tasks.append(task)
+
+    def activate(self, task: str | None) -> None:
+        """Put `task`'s modules in place and the others out; None = the bare base."""
+        if task is not None and task not in self.tasks:
+            raise ValueError(f"task {task!r} has no modules; added tasks: {self.tasks}")
+        self.active = task
+        if self.peft is not None:
+            if task is None or not self.spec.lora:
+                self.peft.base_model.disable_adapter_layers()
+            else:
+                self.peft.base_model.enable_adapter_layers()
+                self.peft.set_adapter(task)
+        if self.slot is not None:
+            key = self.block_key(task) if task is not None else None
+            self.slot.block = self.blocks[key] if key is not None else None
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for _, p in self.task_parameters(task):
+            p.requires_grad_(True)
+
+    # ------------------------------------------------------------------ parameters
+    def task_parameters(self, task: str | None) -> list[tuple[str, nn.Parameter]]:
+        """The parameters that belong to `task` (its adapter and its/the shared block)."""
+        if task is None:
+            return []
+        params = []
+        if self.spec.lora and self.peft is not None:
+            marker = f".{task}."
+            params += [(n, p) for n, p in self.peft.named_parameters() if "lora_" in n and marker in n + "."]
+        key = self.block_key(task)
+        if key is not None:
+            params += [(f"blocks.{key}.{n}", p) for n, p in self.blocks[key].named_parameters()]
+        return params
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def task_parameter_count(self, task: str) -> int:
+        return sum(p.numel() for _, p in self.task_parameters(task))
+
+    def stored_parameter_count(self) -> int:
+        """Every parameter kept beside the frozen base: all adapters and blocks, shared ones once."""
+        seen, total = set(), 0
+        for task in self.tasks:
+            for _, p in self.task_parameters(task):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+        return total
+
+    # ------------------------------------------------------------------ calls
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    @torch.no_grad()
+    def generate(self, **kwargs):
+        return self.model.generate(**kwargs)
+
+    # ------------------------------------------------------------------ storage
+    def save_task(self, task: str, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write the task's modules to `folder` (atomic files, manifest last)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.spec.lora:
+            from peft.utils import get_peft_model_state_dict
+
+            state = get_peft_model_state_dict(self.peft, adapter_name=task, save_embedding_layers=False)
+            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            atomic_write(folder / "adapter_model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+            config_dict = self.peft.peft_config[task].to_dict()
+            write_json(folder / "adapter_config.json", _jsonable(config_dict))
+        key = self.block_key(task)
+        if key is not None:
+            block_cfg = self.method_cfg.block
+            state = {k: v.detach().cpu().contiguous() for k, v in self.blocks[key].state_dict().items()}
+            atomic_write(folder / "block.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+            write_json(folder / "block.json", {"key": key, "stack": block_cfg.stack, "position": block_cfg.position,
+                                               "init": block_cfg.init, "parameters": sum(v.numel() for v in state.values())})
+        write_json(folder / "module.json", {"codecl_version": __version__, "method": self.spec.name, "task": task,
+                                            "base_model": self.base_info.as_dict(), **(extra or {})})
+        write_manifest(folder)
+        return folder
+
+    def load_task(self, task: str, folder: str | Path) -> None:
+        """Load a task's modules saved by `save_task` (adds the task if needed)."""
+        folder = Path(folder)
+        verify_manifest(folder)
+        meta = read_json(folder / "module.json")
+        saved_fp = meta.get("base_model", {}).get("fingerprint")
+        if saved_fp != self.base_info.fingerprint:
+            raise AdapterMismatchError(
+                f"{folder}: modules were trained on base {meta.get('base_model', {}).get('name')!r} with fingerprint "
+                f"{saved_fp}, but the loaded base {self.base_info.name!r} has fingerprint {self.base_info.fingerprint}"
+            )
+        if meta.get("method") != self.spec.name:
+            raise CheckpointError(f"{folder}: saved by method {meta.get('method')!r}, not {self.spec.name!r}")
+        if task not in self.tasks:
+            self.add_task(task)
+        if self.spec.lora:
+            from peft.utils import set_peft_model_state_dict
+
+            state = _load_safetensors(folder / "adapter_model.safetensors")
+            result = set_peft_model_state_dict(self.peft, state, adapter_name=task)
+            missing = [k for k in result.missing_keys if "lora_" in k and f".{task}." in k]
+            if missing:
+                raise CheckpointError(f"{folder / 'adapter_model.safetensors'}: missing adapter weights, e.g. {missing[0]}")
+        key = self.block_key(task)
+        if key is not None:
+            state = _load_safetensors(folder / "block.safetensors")
+            try:
+                self.blocks[key].load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{folder / 'block.safetensors'}: does not fit the block ({str(exc).splitlines()[0]})") from exc
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in sorted(obj) if v is not None] if isinstance(obj, set) else [_jsonable(v) for v in obj]
+    if hasattr(obj, "value") and not isinstance(obj, (str, int, float, bool)):
+        return obj.value
+    return obj

@@ -1,0 +1,178 @@
+"""The embedded base: a tokenizer and a small T5 built offline from the embedded corpus, cached.
+
+1. A byte-level BPE tokenizer (`tokenizers`) trained on the corpus's train split, with T5's
+   specials (`<pad>`=0, `</s>`=1, `<unk>`=2) and 100 sentinels `<extra_id_N>`.
+2. A small T5 (`T5Config`, ReLU feed-forward like T5 v1.0 / CodeT5) pretrained by T5 span
+   corruption (Raffel et al. 2020, §3.1.4: 15% noise, mean span 3) on the train split's code
+   and docstrings, for a bounded number of steps.
+3. Saved with `save_pretrained` under `<cache>/models/<key>`, key = hash of the model config,
+   the corpus and the codecl version; a second call reuses it. The loss curve is kept as
+   `pretrain_loss.json` beside the weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codecl import __version__
+from codecl.fileio import verify_manifest, write_json, write_manifest
+from codecl.paths import cache_dir
+
+NUM_SENTINELS = 100
+SPECIALS = ["<pad>", "</s>", "<unk>"]
+PRETRAIN_MAX_TOKENS = 128
+
+
+def model_key(cfg, texts_digest: str) -> str:
+    payload = json.dumps({"embedded": _asdict(cfg.model.embedded), "corpus": texts_digest, "v": __version__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _asdict(dc) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(dc)
+
+
+def pretraining_texts(cfg) -> list[str]:
+    """Train-split code and docstrings of the run's languages, capped, in a fixed order."""
+    from codecl.data.tasks import corpus_texts
+
+    texts = corpus_texts(cfg.data, list(cfg.tasks))
+    cap = cfg.model.embedded.max_pretrain_examples
+    if cap is not None and len(texts) > cap:
+        rng = np.random.default_rng(0)
+        texts = [texts[i] for i in sorted(rng.choice(len(texts), cap, replace=False))]
+    return texts
+
+
+def ensure_embedded_base(cfg, progress: bool = True) -> Path:
+    """Return the cached embedded base folder, building it first if needed."""
+    texts = pretraining_texts(cfg)
+    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    folder = cache_dir() / "models" / model_key(cfg, digest)
+    if (folder / "manifest.json").is_file():
+        verify_manifest(folder)
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        tokenizer = train_tokenizer(texts, cfg.model.embedded.vocab_size)
+        model = build_model(cfg.model.embedded, tokenizer)
+        curve = pretrain(model, tokenizer, texts, cfg.model.embedded, seed=cfg.train.seed, progress=progress)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / "pretrain_loss.json", {"steps": curve, "texts": len(texts), "corpus_sha256": digest})
+        write_manifest(staging)
+        if folder.exists():  # another process finished first
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE with T5's specials and sentinels, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    sentinels = [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - NUM_SENTINELS, special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_special_tokens(sentinels)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        additional_special_tokens=sentinels, model_max_length=4096,
+    )
+
+
+def build_model(shape, tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=shape.d_model, d_kv=shape.d_model // shape.num_heads, d_ff=shape.d_ff,
+        num_layers=shape.num_layers, num_decoder_layers=shape.num_layers, num_heads=shape.num_heads,
+        feed_forward_proj="relu", dropout_rate=0.1, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(config)
+
+
+def span_corrupt(ids: list[int], rng: np.random.Generator, sentinel_ids: list[int], eos_id: int,
+                 noise_density: float = 0.15, mean_span: float = 3.0) -> tuple[list[int], list[int]]:
+    """T5 span corruption: replace random spans by sentinels; the target lists the spans."""
+    n = len(ids)
+    num_noise = max(1, int(round(n * noise_density)))
+    num_spans = max(1, min(int(round(num_noise / mean_span)), len(sentinel_ids), n - num_noise))
+    starts = np.sort(rng.choice(np.arange(n - 1), size=num_spans, replace=False)) if n > 1 else np.array([0])
+    lengths = np.maximum(1, rng.poisson(mean_span, size=len(starts)))
+    source, target, pos = [], [], 0
+    for k, (start, length) in enumerate(zip(starts, lengths)):
+        start = max(int(start), pos)
+        end = min(start + int(length), n)
+        if start >= end:
+            continue
+        source += ids[pos:start] + [sentinel_ids[k]]
+        target += [sentinel_ids[k]] + ids[start:end]
+        pos = end
+    source += ids[pos:] + [eos_id]
+    target += [eos_id]
+    return source, target
+
+
+def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress: bool = True) -> list[dict]:
+    """Span-corruption pretraining for `shape.pretrain_steps` steps; returns the loss curve."""
+    from tqdm.auto import tqdm
+
+    from codecl.data.batching import pad_batch
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    encoded = [ids[:PRETRAIN_MAX_TOKENS] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if len(ids) >= 8]
+    sentinel_ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=shape.pretrain_lr, weight_decay=0.01)
+    steps, warmup = shape.pretrain_steps, max(1, shape.pretrain_steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    model.train()
+    curve, window, started = [], [], time.perf_counter()
+    bar = tqdm(range(steps), desc="pretrain (span corruption)", disable=not progress, leave=False)
+    for step in bar:
+        pick = rng.integers(0, len(encoded), size=shape.pretrain_batch_size)
+        pairs = [span_corrupt(encoded[i], rng, sentinel_ids, tokenizer.eos_token_id) for i in pick]
+        batch = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
+        loss = model(**batch).loss
+        if not math.isfinite(loss.item()):
+            optimizer.zero_grad(set_to_none=True)
+            continue
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.append(loss.item())
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            curve.append({"step": step + 1, "loss": sum(window) / len(window), "seconds": round(time.perf_counter() - started, 2)})
+            bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}")
+            window = []
+    model.eval()
+    return curve

@@ -1,0 +1,33 @@
+"""Test helpers: tiny T5 models built from config (offline) and the shared data folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def codet5_small_config():
+    """Salesforce/codet5-small's exact architecture (its config.json), random weights."""
+    from transformers import T5Config
+
+    return T5Config(vocab_size=32100, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8,
+                    feed_forward_proj="relu", dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=2, bos_token_id=1)
+
+
+def tiny_config():
+    from transformers import T5Config
+
+    return T5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_decoder_layers=3, num_heads=4,
+                    feed_forward_proj="relu", dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def make_base(config, seed: int = 0):
+    from transformers import T5ForConditionalGeneration
+
+    from codecl.model.base import BaseInfo, count_parameters, fingerprint, freeze
+
+    torch.manual_seed(seed)
+    model = freeze(T5ForConditionalGeneration(config)).eval()
+    return model, BaseInfo("tiny", "tiny", fingerprint(model, "tiny"), count_parameters(model))
