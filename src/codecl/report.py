@@ -1,0 +1,444 @@
+"""The run report: `report.md` and `plots/*.png`, rebuilt from `results.json` alone.
+
+It reproduces the study's tables (../shared/seed/analysis.md): a phase table per method and seed
+(BLEU before → after each stage, time, throughput, memory), the detailed performance matrix,
+the full score matrix of every metric, and rankings by performance, parameter efficiency and
+forgetting. With several seeds, cells become mean ± half-width of the 95% Student-t interval.
+Plots use matplotlib's object API with the Agg canvas (no display, no pyplot global state).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from statistics import NormalDist, fmean, stdev
+from typing import Callable, Iterable, Optional
+
+from codecl.fileio import atomic_write, write_text
+from codecl.results import is_complete, load_results
+
+__all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95"]
+
+# Two-sided 95% critical values of Student's t, df = 1..30 (standard tables, e.g. NIST/SEMATECH
+# e-Handbook 1.3.6.7.2). Beyond 30: the Cornish-Fisher expansion of Abramowitz & Stegun 26.7.5.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% critical value t_{0.975, df} (scipy-free: table, then A&S 26.7.5)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = NormalDist().inv_cdf(0.975)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    return z + g1 / df + g2 / df**2 + g3 / df**3
+
+
+def mean_ci95(values: Iterable[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    """(mean, half-width of the 95% t-interval) of the non-null values; half-width None for n < 2."""
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return None, None
+    if len(xs) < 2:
+        return xs[0], None
+    return fmean(xs), t_critical_95(len(xs) - 1) * stdev(xs) / math.sqrt(len(xs))
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _score(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def _ci(values: list[Optional[float]], fmt: Callable[[Optional[float]], str] = _score) -> str:
+    mean, half = mean_ci95(values)
+    return fmt(mean) if half is None else f"{fmt(mean)} ± {fmt(half)}"
+
+
+def _count(n: Optional[float]) -> str:
+    return "n/a" if n is None else f"{int(n):,}"
+
+
+def _seconds(s: Optional[float]) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s:.1f} s" if s < 60 else f"{s / 60:.2f} min" if s < 3600 else f"{s / 3600:.2f} h"
+
+
+def _bytes(b: Optional[float]) -> str:
+    if b is None:
+        return "n/a"
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+# ---------------------------------------------------------------- per-run quantities
+
+
+def _label(run: dict) -> str:
+    return f"{run['method']} (seed {run['seed']})"
+
+
+def _mean_forgetting(run: dict) -> Optional[float]:
+    values = [v for v in run["forgetting"].values() if v is not None]
+    return fmean(values) if values else None
+
+
+def _total_seconds(run: dict) -> float:
+    return sum(v for v in run["train_seconds"].values() if v is not None)
+
+
+def _peak_memory(run: dict) -> Optional[float]:
+    values = [v for v in run["peak_memory_bytes"].values() if v is not None]
+    return max(values) if values else None
+
+
+def _final(run: dict, metric: str = "bleu") -> Optional[float]:
+    return run["final_average"].get(metric)
+
+
+def _groups(results: dict) -> dict[str, tuple[list[dict], bool]]:
+    """method → (runs summarised, incomplete?): its complete runs, else all of its runs (flagged)."""
+    groups: dict[str, tuple[list[dict], bool]] = {}
+    for method in dict.fromkeys(r["method"] for r in results["runs"]):
+        runs = [r for r in results["runs"] if r["method"] == method]
+        complete = [r for r in runs if is_complete(results, r)]
+        groups[method] = (complete, False) if complete else (runs, True)
+    return groups
+
+
+def _star(incomplete: bool) -> str:
+    return "*" if incomplete else ""
+
+
+# ---------------------------------------------------------------- markdown sections
+
+
+def _cfg(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "n/a"
+        node = node[part]
+    return ", ".join(map(str, node)) if isinstance(node, list) else node
+
+
+def _header(results: dict) -> str:
+    base, cfg, tasks = results["base_model"], results["config"], results["tasks"]
+    beams = _cfg(cfg, "eval.num_beams")
+    decoding = "greedy" if beams in (1, "n/a") else f"beam search ({beams} beams)"
+    lines = [
+        "# codecl report",
+        "",
+        f"- **Base model**: `{base.get('name', 'n/a')}` ({_count(base.get('parameters'))} parameters, frozen)",
+        f"- **Fingerprint**: `{base.get('fingerprint', 'n/a')}`",
+        f"- **Tasks, in training order**: {' → '.join(tasks)}",
+        f"- **Methods**: {', '.join(dict.fromkeys(r['method'] for r in results['runs'])) or 'none yet'}; "
+        f"**seeds**: {', '.join(str(s) for s in dict.fromkeys(r['seed'] for r in results['runs']))}",
+        f"- **Data**: source {_cfg(cfg, 'data.source')}, at most {_cfg(cfg, 'data.max_train_examples')} training and "
+        f"{_cfg(cfg, 'data.max_valid_examples')} evaluation examples per task, evaluated on the `{_cfg(cfg, 'eval.split')}` split",
+        f"- **Training**: AdamW lr {_cfg(cfg, 'train.lr')}, batch {_cfg(cfg, 'train.batch_size')}, "
+        f"{_cfg(cfg, 'train.epochs')} epochs per task, gradient clip {_cfg(cfg, 'train.grad_clip')}",
+        f"- **LoRA**: r={_cfg(cfg, 'method.lora.rank')}, alpha={_cfg(cfg, 'method.lora.alpha')}, "
+        f"dropout={_cfg(cfg, 'method.lora.dropout')}, on {_cfg(cfg, 'method.lora.target_modules')}",
+        f"- **Inserted block**: {_cfg(cfg, 'method.block.stack')} stack, position {_cfg(cfg, 'method.block.position')}, "
+        f"init {_cfg(cfg, 'method.block.init')}",
+        f"- **Decoding**: {decoding}, at most {_cfg(cfg, 'eval.max_new_tokens')} new tokens",
+        f"- codecl {results['codecl_version']}, results schema {results['schema_version']}",
+    ]
+    incomplete = [_label(r) for r in results["runs"] if not is_complete(results, r)]
+    if incomplete:
+        lines += ["", f"\\* Incomplete (interrupted) runs, summarised at their last completed stage: {', '.join(incomplete)}."]
+    return "\n".join(lines)
+
+
+def _phase_table(results: dict, run: dict) -> str:
+    tasks, R = results["tasks"], run["scores"]["bleu"]
+    curves = run.get("loss_curve", {})
+    header = ["Phase", "Task", "BLEU before → after", "Base BLEU", "Training time", "Samples/s", "Peak memory"]
+    header += ["Loss first → last"] if curves else []
+    rows = []
+    for stage, task in enumerate(run["stages"][1:], start=1):
+        j = tasks.index(task)
+        samples = run["train_samples_per_second"].get(task)
+        row = [str(stage), task, f"{_score(R[stage - 1][j])} → {_score(R[stage][j])}", _score(R[0][j]),
+               _seconds(run["train_seconds"].get(task)), "n/a" if samples is None else f"{samples:.1f}",
+               _bytes(run["peak_memory_bytes"].get(task))]
+        if curves:
+            curve = _losses(curves.get(task, []))
+            row.append(f"{curve[0]:.4f} → {curve[-1]:.4f}" if curve else "n/a")
+        rows.append(row)
+    T = len(run["stages"]) - 1
+    for task, value in run["forgetting"].items():
+        row = ["Final", f"{task} (retention)", f"{_score(R[T][tasks.index(task)])} (forgetting {_pct(value)})", "-", "-", "-", "-"]
+        rows.append(row + (["-"] if curves else []))
+    done = "" if is_complete(results, run) else f" — incomplete*: {T} of {len(tasks)} tasks trained"
+    return f"### {_label(run)}{done}\n\n" + _table(header, rows)
+
+
+def _losses(curve: list) -> list[float]:
+    """Loss values of a loss curve whose points are numbers or `{"step", "loss", ...}` objects."""
+    values = [point.get("loss") if isinstance(point, dict) else point for point in curve]
+    return [v for v in values if isinstance(v, (int, float))]
+
+
+def _optional_metrics(results: dict) -> list[str]:
+    names = dict.fromkeys(m for r in results["runs"] for m in r["scores"] if m not in ("bleu", "exact_match", "syntax_pass"))
+    return list(names)
+
+
+def _detailed_matrix(results: dict) -> str:
+    tasks = results["tasks"]
+    forget_tasks, extra = tasks[:-1], _optional_metrics(results)
+    header = (["Method", "Seed"] + [f"{t} BLEU" for t in tasks] + ["Avg BLEU"] + [f"Forgetting {t}" for t in forget_tasks]
+              + ["BWT", "FWT", f"Trainable params ({' / '.join(tasks)})", "Stored params", "Total time", "Peak memory",
+                 "Syntax pass", "Exact match"] + [f"{m} (avg)" for m in extra])
+    rows = []
+    for run in results["runs"]:
+        T, star = len(run["stages"]) - 1, _star(not is_complete(results, run))
+        row = [run["method"] + star, str(run["seed"])] + [_score(v) for v in run["scores"]["bleu"][T]]
+        row += [_score(_final(run))] + [_pct(run["forgetting"].get(t)) for t in forget_tasks]
+        row += [_score(run["bwt"]["bleu"]), _score(run["fwt"]["bleu"])]
+        row += [" / ".join(_count(run["trainable_parameters"].get(t)) for t in tasks), _count(run["stored_parameters"])]
+        row += [_seconds(_total_seconds(run)), _bytes(_peak_memory(run)), _score(_final(run, "syntax_pass")), _score(_final(run, "exact_match"))]
+        rows.append(row + [_score(_final(run, m)) for m in extra])
+    note = ("Scores are at the last stage; Avg = mean over tasks. Forgetting = (R[i][i] − R[T][i]) / R[i][i] on BLEU "
+            "(negative = improved). BWT/FWT on BLEU (Lopez-Paz & Ranzato 2017). `bleu_sentence_smoothed` is the "
+            "CodeXGLUE-style sentence-averaged smoothed BLEU-4.")
+    return _table(header, rows) + "\n\n" + note
+
+
+def _score_matrices(results: dict, run: dict) -> str:
+    tasks, parts = results["tasks"], [f"### {_label(run)}"]
+    for metric, R in run["scores"].items():
+        rows = [[stage] + [_score(v) for v in R[s]] for s, stage in enumerate(run["stages"])]
+        parts.append(f"**{metric}**\n\n" + _table(["After stage"] + tasks, rows))
+    return "\n\n".join(parts)
+
+
+def _rankings(results: dict) -> str:
+    groups, base_params = _groups(results), results["base_model"].get("parameters")
+    stats = []
+    for method, (runs, incomplete) in groups.items():
+        stored = fmean(r["stored_parameters"] for r in runs)
+        bleu = mean_ci95(_final(r) for r in runs)[0]
+        per_m = None if bleu is None or stored == 0 else bleu / (stored / 1e6)
+        stats.append({"name": method + _star(incomplete), "runs": runs, "bleu": bleu, "stored": stored, "per_m": per_m,
+                      "forget": mean_ci95(_mean_forgetting(r) for r in runs)[0], "incomplete": incomplete})
+
+    def ordered(key: str, reverse: bool) -> list[dict]:
+        """Finished methods ranked first, then interrupted ones (not comparable), then undefined values."""
+        sign = -1 if reverse else 1
+        return sorted(stats, key=lambda s: (s[key] is None, s["incomplete"], 0 if s[key] is None else sign * s[key]))
+
+    share = (lambda n: "n/a") if not base_params else (lambda n: f"{100 * n / base_params:.2f}%")
+    perf = [[str(i), s["name"], str(len(s["runs"])), _ci([_final(r) for r in s["runs"]])] for i, s in enumerate(ordered("bleu", True), 1)]
+    eff = [[str(i), s["name"], "n/a" if s["per_m"] is None else f"{s['per_m']:.4f}", _count(s["stored"]), share(s["stored"])]
+           for i, s in enumerate(ordered("per_m", True), 1)]
+    small = [[str(i), s["name"], _count(s["stored"]), share(s["stored"]), _score(s["bleu"])] for i, s in enumerate(ordered("stored", False), 1)]
+    forget = [[str(i), s["name"], _ci([_mean_forgetting(r) for r in s["runs"]], _pct)] for i, s in enumerate(ordered("forget", False), 1)]
+    return "\n\n".join([
+        "Methods with a finished run are ranked on their finished runs (mean over seeds); interrupted methods (*) "
+        "follow, summarised at their last completed stage.",
+        "### By performance (final average BLEU, higher is better)", _table(["Rank", "Method", "Seeds", "Final avg BLEU"], perf),
+        "### By parameter efficiency (final average BLEU per million stored parameters)",
+        _table(["Rank", "Method", "BLEU per M stored params", "Stored params", "Share of base"], eff),
+        "### By stored parameters (fewest first)", _table(["Rank", "Method", "Stored params", "Share of base", "Final avg BLEU"], small),
+        "### By forgetting (mean forgetting over tasks, lower is better)", _table(["Rank", "Method", "Mean forgetting"], forget),
+    ])
+
+
+def _seed_summary(results: dict) -> Optional[str]:
+    groups = _groups(results)
+    if all(len(runs) < 2 for runs, _ in groups.values()):
+        return None
+    tasks = results["tasks"]
+    header = ["Method", "Seeds"] + [f"{t} BLEU" for t in tasks] + ["Avg BLEU"] + [f"Forgetting {t}" for t in tasks[:-1]]
+    header += ["BWT", "FWT", "Total time (s)"]
+    rows, matrices = [], []
+    for method, (runs, incomplete) in groups.items():
+        last = [r["scores"]["bleu"][-1] for r in runs]
+        row = [method + _star(incomplete), ", ".join(str(r["seed"]) for r in runs)]
+        row += [_ci([m[j] for m in last]) for j in range(len(tasks))] + [_ci([_final(r) for r in runs])]
+        row += [_ci([r["forgetting"].get(t) for r in runs], _pct) for t in tasks[:-1]]
+        row += [_ci([r["bwt"]["bleu"] for r in runs]), _ci([r["fwt"]["bleu"] for r in runs])]
+        rows.append(row + [_ci([_total_seconds(r) for r in runs], lambda v: "n/a" if v is None else f"{v:.1f}")])
+        stages = max((r["stages"] for r in runs), key=len)
+        cells = [[stage] + [_ci([r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"])]) for j in range(len(tasks))]
+                 for s, stage in enumerate(stages)]
+        matrices.append(f"**{method}{_star(incomplete)}** — BLEU, mean ± 95% CI over seeds\n\n" + _table(["After stage"] + tasks, cells))
+    note = ("Cells are mean ± half-width of the two-sided 95% Student-t interval over seeds (t from a table for df ≤ 30, "
+            "Abramowitz & Stegun 26.7.5 beyond). Methods with a finished run are summarised over their finished runs only.")
+    return "\n\n".join([_table(header, rows), note, *matrices])
+
+
+def render_report(results: dict, plot_files: Iterable[str] = ()) -> str:
+    """The whole report.md text for a validated results document."""
+    parts = [_header(results), "## Training phases", *(_phase_table(results, r) for r in results["runs"]),
+             "## Detailed performance matrix", _detailed_matrix(results)]
+    seeds = _seed_summary(results)
+    if seeds:
+        parts += ["## Across seeds", seeds]
+    parts += ["## Rankings", _rankings(results), "## Score matrices",
+              "Rows: the model after each stage (`base` = before any training); columns: the task evaluated.",
+              *(_score_matrices(results, r) for r in results["runs"])]
+    plots = list(plot_files)
+    if plots:
+        parts += ["## Plots", *(f"![{Path(p).stem}](plots/{Path(p).name})" for p in plots)]
+    return "\n\n".join(parts) + "\n"
+
+
+def summary_table(results: dict) -> str:
+    """A short fixed-width table for the console: one line per run."""
+    header = f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg BLEU':>15} {'forgetting':>11} {'stored params':>14} {'train time':>11}"
+    lines = [header, "-" * len(header)]
+    for run in results["runs"]:
+        stages = f"{len(run['stages']) - 1}/{len(results['tasks'])}{_star(not is_complete(results, run))}"
+        lines.append(f"{run['method']:<14} {run['seed']:>6} {stages:>7} {_score(_final(run)):>15} {_pct(_mean_forgetting(run)):>11} "
+                     f"{_count(run['stored_parameters']):>14} {_seconds(_total_seconds(run)):>11}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _save(fig, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # Agg-rendered on savefig; never opens a window
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _nan(v: Optional[float]) -> float:
+    return math.nan if v is None else v
+
+
+def _plot_matrix(R: list[list[Optional[float]]], stages: list[str], tasks: list[str], title: str, path: Path) -> Path:
+    fig = _figure(1.6 + 1.4 * len(tasks), 1.2 + 0.6 * len(stages))
+    ax = fig.add_subplot()
+    values = [[_nan(v) for v in row] for row in R]
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, aspect="auto")
+    fig.colorbar(image, ax=ax, label="BLEU")
+    top = max((v for row in values for v in row if not math.isnan(v)), default=0.0)
+    for s, row in enumerate(values):
+        for j, v in enumerate(row):
+            dark = math.isnan(v) or v < 0.6 * top  # light text on the dark end of viridis
+            ax.text(j, s, "n/a" if math.isnan(v) else f"{v:.4f}", ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(len(tasks)), labels=tasks)
+    ax.set_yticks(range(len(stages)), labels=[f"after {s}" for s in stages])
+    ax.set_xlabel("task evaluated")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _plot_final_scores(results: dict, groups: dict, path: Path) -> Path:
+    tasks, methods = results["tasks"], list(groups)
+    fig = _figure(2 + 1.5 * len(tasks) * max(1, len(methods)) / 2, 4)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(methods))
+    for k, method in enumerate(methods):
+        runs, incomplete = groups[method]
+        cells = [mean_ci95(r["scores"]["bleu"][-1][j] for r in runs) for j in range(len(tasks))]
+        xs = [j + (k - (len(methods) - 1) / 2) * width for j in range(len(tasks))]
+        errors = [math.nan if half is None else half for _, half in cells]  # nan: no error bar (one seed)
+        ax.bar(xs, [_nan(m) for m, _ in cells], width, yerr=errors, label=method + _star(incomplete), capsize=3)
+    ax.set_xticks(range(len(tasks)), labels=tasks)
+    ax.set_ylabel("final BLEU")
+    ax.set_title("Final BLEU per task (error bars: 95% CI over seeds)")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _plot_score_vs_params(groups: dict, path: Path) -> Path:
+    from matplotlib.ticker import NullFormatter
+
+    fig = _figure(10, 4)
+    axes = fig.subplots(1, 2)
+    for method, (runs, incomplete) in groups.items():
+        bleu = mean_ci95(_final(r) for r in runs)[0]
+        trainable = mean_ci95(fmean(r["trainable_parameters"].values()) for r in runs if r["trainable_parameters"])[0]
+        stored = fmean(r["stored_parameters"] for r in runs)
+        for ax, x in zip(axes, (trainable, stored)):
+            if bleu is not None and x:
+                ax.scatter([x], [bleu], s=50)
+                ax.annotate(method + _star(incomplete), (x, bleu), textcoords="offset points", xytext=(5, 5), fontsize="small")
+    for ax, label in zip(axes, ("trainable parameters per task", "stored parameters after the last stage")):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels collide
+        ax.margins(x=0.25, y=0.15)
+        ax.set_xlabel(label + " (log scale)")
+        ax.set_ylabel("final average BLEU")
+    fig.suptitle("Final average BLEU vs parameters")
+    return _save(fig, path)
+
+
+def _plot_across_stages(results: dict, groups: dict, path: Path) -> Path:
+    tasks = results["tasks"]
+    fig = _figure(4.5 * len(tasks), 4)
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    stage_names = ["base", *tasks]
+    for j, (ax, task) in enumerate(zip(axes, tasks)):
+        for method, (runs, incomplete) in groups.items():
+            longest = max(len(r["stages"]) for r in runs)
+            ys = [mean_ci95(r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"]))[0] for s in range(longest)]
+            ax.plot(range(longest), [_nan(y) for y in ys], marker="o", label=method + _star(incomplete))
+        ax.set_xticks(range(len(stage_names)), labels=[f"after {s}" for s in stage_names], rotation=30)
+        ax.set_title(f"BLEU on {task}")
+        ax.set_ylabel("BLEU")
+    axes[0].legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _matrix_plots(results: dict, plots: Path) -> list[Path]:
+    paths, tasks = [], results["tasks"]
+    for method, (runs, _) in _groups(results).items():
+        every = [r for r in results["runs"] if r["method"] == method]
+        if len(every) == 1:
+            run = every[0]
+            paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}.png"))
+            continue
+        for run in every:
+            paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}_seed-{run['seed']}.png"))
+        stages = max((r["stages"] for r in runs), key=len)
+        mean = [[mean_ci95(r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"]))[0] for j in range(len(tasks))] for s in range(len(stages))]
+        paths.append(_plot_matrix(mean, stages, tasks, f"BLEU — {method}, mean over {len(runs)} seeds", plots / f"score_matrix_{method}.png"))
+    return paths
+
+
+def _write_plots(results: dict, plots: Path) -> list[Path]:
+    if not results["runs"]:
+        return []
+    groups = _groups(results)
+    paths = _matrix_plots(results, plots)
+    paths.append(_plot_final_scores(results, groups, plots / "final_scores.png"))
+    paths.append(_plot_score_vs_params(groups, plots / "score_vs_params.png"))
+    paths.append(_plot_across_stages(results, groups, plots / "bleu_across_stages.png"))
+    for stale in plots.glob("score_matrix_*.png"):  # methods or seeds no longer in results.json
+        if stale not in paths:
+            stale.unlink()
+    return paths
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Rewrite `run_dir/report.md` and `run_dir/plots/*.png` from `run_dir/results.json` (only);
+    CheckpointError naming the file when it is missing or corrupted. Returns the report's path."""
+    run_dir = Path(run_dir)
+    results = load_results(run_dir / "results.json")
+    plots = _write_plots(results, run_dir / "plots")
+    return write_text(run_dir / "report.md", render_report(results, [p.name for p in plots]))

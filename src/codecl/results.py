@@ -1,0 +1,226 @@
+"""`results.json` (schema_version 1, SPEC "results.json"): build, update, validate, save, load.
+
+One file per run folder holds the resolved config, the base model's identity, the task order
+and one entry per (method, seed). Each run carries its score matrices `scores[metric][stage][task]`
+and the summaries `forgetting`/`bwt`/`fwt`/`final_average`, which `finalize_run` recomputes from
+the scores (`codecl.evaluation.continual`) so they can never disagree with them.
+It is rewritten atomically after every stage, so an interrupted run is read back with only the
+stages it completed.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from codecl import __version__
+from codecl.errors import CheckpointError
+from codecl.evaluation import continual
+from codecl.fileio import read_json, write_json
+
+SCHEMA_VERSION = 1
+REQUIRED_METRICS = ("bleu", "exact_match", "syntax_pass")
+"""Metrics every run scores on every task and stage; others (e.g. `bleu_sentence_smoothed`,
+`pass_at_1`) are optional and may hold `null` cells."""
+FORGETTING_METRIC = "bleu"
+PER_TASK_FIELDS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes")
+_NULLABLE_PER_TASK = ("train_samples_per_second", "peak_memory_bytes")
+_TOLERANCE = 1e-9
+
+__all__ = [
+    "SCHEMA_VERSION", "REQUIRED_METRICS", "new_results", "upsert_run", "find_run", "finalize_run",
+    "is_complete", "validate_results", "save_results", "load_results",
+]
+
+
+def new_results(config_dict: dict, base_model_info: dict, tasks: list[str]) -> dict:
+    """An empty results document: provenance (schema, package version, config, base model) and no runs."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "codecl_version": __version__,
+        "config": config_dict,
+        "base_model": dict(base_model_info),
+        "tasks": list(tasks),
+        "runs": [],
+    }
+
+
+def find_run(results: dict, method: str, seed: int) -> Optional[dict]:
+    """The run of `method` with `seed`, or None."""
+    return next((r for r in results["runs"] if r["method"] == method and r["seed"] == seed), None)
+
+
+def upsert_run(results: dict, run_dict: dict) -> dict:
+    """Replace the run with the same (method, seed) in place, or append it; returns `results`."""
+    for i, run in enumerate(results["runs"]):
+        if run["method"] == run_dict["method"] and run["seed"] == run_dict["seed"]:
+            results["runs"][i] = run_dict
+            return results
+    results["runs"].append(run_dict)
+    return results
+
+
+def _summaries(run: dict) -> dict:
+    """forgetting (on bleu) and bwt / fwt / final_average per metric, from `run["scores"]`."""
+    trained = list(run["stages"][1:])
+    scores = run["scores"]
+    return {
+        "forgetting": continual.forgetting(scores[FORGETTING_METRIC], trained),
+        "bwt": {m: continual.bwt(R) for m, R in scores.items()},
+        "fwt": {m: continual.fwt(R) for m, R in scores.items()},
+        "final_average": {m: continual.final_average(R) for m, R in scores.items()},
+    }
+
+
+def finalize_run(run: dict) -> dict:
+    """Recompute `forgetting`, `bwt`, `fwt` and `final_average` from `scores` (in place); returns `run`."""
+    run.update(_summaries(run))
+    return run
+
+
+def is_complete(results: dict, run: dict) -> bool:
+    """True when the run trained every task (it has `len(tasks) + 1` stages)."""
+    return len(run["stages"]) == len(results["tasks"]) + 1
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Invalid(Exception):
+    """One structural problem: `field` (dotted path) and what is wrong with it."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field} {problem}")
+
+
+def _require(ok: bool, field: str, problem: str) -> None:
+    if not ok:
+        raise _Invalid(field, problem)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_matrix(R: Any, field: str, num_stages: int, num_tasks: int, nullable: bool) -> None:
+    _require(isinstance(R, list), field, f"must be a list of rows, got {type(R).__name__}")
+    _require(len(R) == num_stages, field, f"has {len(R)} rows but stages has {num_stages}")
+    for s, row in enumerate(R):
+        _require(isinstance(row, list) and len(row) == num_tasks, f"{field}[{s}]", f"must be a list of {num_tasks} scores (one per task)")
+        for j, v in enumerate(row):
+            ok = (v is None and nullable) or (_is_number(v) and 0.0 <= v <= 1.0)
+            _require(ok, f"{field}[{s}][{j}]", f"must be a number in [0, 1]{' or null' if nullable else ''}, got {v!r}")
+
+
+def _check_per_task(run: dict, field: str, key: str, trained: list[str], tasks: list[str]) -> None:
+    values = run.get(key)
+    _require(isinstance(values, dict), f"{field}.{key}", "must be an object keyed by task")
+    missing = [t for t in trained if t not in values]
+    _require(not missing, f"{field}.{key}", f"has no entry for trained task(s) {missing}")
+    unknown = [t for t in values if t not in tasks]
+    _require(not unknown, f"{field}.{key}", f"names unknown task(s) {unknown}")
+    for task, v in values.items():
+        ok = (v is None and key in _NULLABLE_PER_TASK) or (_is_number(v) and v >= 0)
+        _require(ok, f"{field}.{key}.{task}", f"must be a non-negative number, got {v!r}")
+
+
+def _close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return _is_number(a) and _is_number(b) and abs(a - b) <= _TOLERANCE
+
+
+def _check_summaries(run: dict, field: str) -> None:
+    expected = _summaries(run)
+    for key, want in expected.items():
+        stored = run.get(key)
+        _require(isinstance(stored, dict), f"{field}.{key}", "is missing (finalize_run computes it from scores)")
+        _require(set(stored) == set(want), f"{field}.{key}", f"has keys {sorted(stored)} but the scores define {sorted(want)}")
+        for name, value in want.items():
+            _require(_close(stored[name], value), f"{field}.{key}.{name}", f"is {stored[name]!r} but the scores give {value!r}")
+
+
+def _check_run(run: Any, field: str, tasks: list[str]) -> None:
+    _require(isinstance(run, dict), field, "must be an object")
+    _require(isinstance(run.get("method"), str) and run["method"], f"{field}.method", "must be a method name")
+    _require(isinstance(run.get("seed"), int) and not isinstance(run["seed"], bool), f"{field}.seed", f"must be an integer, got {run.get('seed')!r}")
+    stages = run.get("stages")
+    _require(isinstance(stages, list) and stages[:1] == ["base"], f"{field}.stages", "must be a list starting with \"base\"")
+    _require(stages[1:] == tasks[: len(stages) - 1], f"{field}.stages", f"must be base followed by the tasks in order {tasks}, got {stages}")
+    scores = run.get("scores")
+    _require(isinstance(scores, dict), f"{field}.scores", "must be an object keyed by metric")
+    missing = [m for m in REQUIRED_METRICS if m not in scores]
+    _require(not missing, f"{field}.scores", f"lacks required metric(s) {missing}")
+    for metric, R in scores.items():
+        _check_matrix(R, f"{field}.scores.{metric}", len(stages), len(tasks), nullable=metric not in REQUIRED_METRICS)
+    trained = stages[1:]
+    for key in PER_TASK_FIELDS:
+        _check_per_task(run, field, key, trained, tasks)
+    stored = run.get("stored_parameters")
+    _require(isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0, f"{field}.stored_parameters", f"must be a non-negative integer, got {stored!r}")
+    curves = run.get("loss_curve", {})
+    _require(isinstance(curves, dict) and all(t in tasks for t in curves), f"{field}.loss_curve", "must be an object keyed by task")
+    for task, curve in curves.items():
+        ok = isinstance(curve, list) and all(v is None or _is_number(v) or isinstance(v, dict) for v in curve)
+        _require(ok, f"{field}.loss_curve.{task}", "must be a list of losses or of {\"step\", \"loss\", ...} points")
+    _check_summaries(run, field)
+
+
+def _check_document(results: Any, complete: bool) -> None:
+    _require(isinstance(results, dict), "(top level)", "must be an object")
+    version = results.get("schema_version")
+    _require(version == SCHEMA_VERSION, "schema_version", f"is {version!r}; this codecl reads schema_version {SCHEMA_VERSION}")
+    for key in ("codecl_version", "config", "base_model", "tasks", "runs"):
+        _require(key in results, key, "is missing")
+    _require(isinstance(results["config"], dict), "config", "must be an object")
+    _require(isinstance(results["base_model"], dict), "base_model", "must be an object")
+    tasks = results["tasks"]
+    _require(isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks), "tasks", "must be a non-empty list of task names")
+    _require(isinstance(results["runs"], list), "runs", "must be a list")
+    seen = set()
+    for i, run in enumerate(results["runs"]):
+        _check_run(run, f"runs[{i}]", tasks)
+        key = (run["method"], run["seed"])
+        _require(key not in seen, f"runs[{i}]", f"repeats method {key[0]!r} seed {key[1]}")
+        seen.add(key)
+        _require(not complete or is_complete(results, run), f"runs[{i}].stages", f"has {len(run['stages'])} stages but a finished run has {len(tasks) + 1}")
+    if complete:
+        cfg = results["config"]
+        wanted = [(m, s) for m in cfg.get("methods", []) for s in cfg.get("seeds", [])]
+        absent = [f"{m} seed {s}" for m, s in wanted if (m, s) not in seen]
+        _require(not absent, "runs", f"lacks the configured run(s): {', '.join(absent)}")
+
+
+def validate_results(results: dict, source: str | os.PathLike = "results.json", *, complete: bool = False) -> dict:
+    """Check a results document against SPEC; return it, or raise CheckpointError naming
+    `source` and the bad field (e.g. "runs[1].scores.bleu has 2 rows but stages has 3").
+
+    Always checked: schema version, keys, task order of every run's stages, matrix shapes
+    (stages × tasks) and ranges (required metrics numeric, optional ones may be null), per-task
+    fields, and that forgetting / bwt / fwt / final_average equal their recomputation from scores.
+    With `complete=True` also: every configured method × seed has a run with every stage.
+    """
+    try:
+        _check_document(results, complete)
+    except _Invalid as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    return results
+
+
+def save_results(path: str | os.PathLike, results: dict) -> Path:
+    """Write `results` atomically (temp file, fsync, rename) as indented JSON."""
+    return write_json(path, results)
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and validate a results.json; CheckpointError naming the file if it is missing,
+    corrupted, or breaks the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no results file; is this a codecl run folder (codecl run --output-dir DIR)?")
+    try:
+        document = read_json(path)
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason}); the file is corrupted") from None
+    return validate_results(document, path)

@@ -1,0 +1,210 @@
+"""report.md and plots/ from a synthetic results.json shaped like the study (analysis.md)."""
+import json
+import math
+import statistics
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from codecl.errors import CheckpointError
+from codecl.report import mean_ci95, render_report, summary_table, t_critical_95, write_report
+from codecl.results import finalize_run, new_results, save_results, upsert_run
+
+TASKS = ["python", "javascript"]
+BASE = [0.0038, 0.0196]
+# (method, seed, BLEU after each trained stage, trainable per task, stored, seconds per stage)
+RUNS = [
+    ("lora", 42, [[0.2166, 0.0500], [0.2150, 0.2489]], 589824, 1179648, 689.0),
+    ("lora", 43, [[0.2200, 0.0450], [0.2100, 0.2500]], 589824, 1179648, 700.0),
+    ("full_layer", 42, [[0.1927, 0.0300], [0.2046, 0.2147]], 3147264, 6294528, 651.0),
+    ("hybrid", 42, [[0.2569, 0.0600], [0.2456, 0.2425]], 3737088, 7474176, 485.0),
+    ("hybrid_shared", 42, [[0.2569, 0.0400]], 3737088, 3737088, 485.0),  # interrupted after stage 1
+]
+
+
+def _run(method, seed, rows, trainable, stored, seconds):
+    trained = TASKS[: len(rows)]
+    n = len(rows) + 1
+    run = {
+        "method": method, "seed": seed, "stages": ["base", *trained],
+        "scores": {
+            "bleu": [BASE, *rows],
+            "exact_match": [[0.0, 0.0]] + [[0.01, 0.03]] * len(rows),
+            "syntax_pass": [[0.2, 0.1]] + [[0.92, 0.81]] * len(rows),
+            "bleu_sentence_smoothed": [[0.05, 0.06]] + [[0.31, 0.30]] * len(rows),
+            "pass_at_1": [[0.0, None]] + [[0.12, None]] * len(rows),
+        },
+        "trainable_parameters": {t: trainable for t in trained},
+        "stored_parameters": stored,
+        "train_seconds": {t: seconds for t in trained},
+        "train_samples_per_second": {t: 23.2 for t in trained},
+        "peak_memory_bytes": {t: 1900523520 for t in trained},
+        "loss_curve": {t: [{"step": 10, "loss": 0.6641}, {"step": 20, "loss": 0.2955}] for t in trained},
+    }
+    assert len(run["scores"]["bleu"]) == n
+    return finalize_run(run)
+
+
+def study_results():
+    config = {"tasks": TASKS, "methods": ["lora", "full_layer", "hybrid", "hybrid_shared"], "seeds": [42, 43],
+              "data": {"source": "embedded", "max_train_examples": 8000, "max_valid_examples": 2000},
+              "model": {"name": "Salesforce/codet5-small"},
+              "method": {"lora": {"rank": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["q", "v"]},
+                         "block": {"stack": "encoder", "position": -1, "init": "identity"}},
+              "train": {"lr": 0.0005, "batch_size": 8, "epochs": 2, "grad_clip": 1.0},
+              "eval": {"split": "valid", "max_new_tokens": 128, "num_beams": 1}}
+    results = new_results(config, {"name": "Salesforce/codet5-small", "fingerprint": "sha256:feedbeef", "parameters": 60492288}, TASKS)
+    for spec in RUNS:
+        upsert_run(results, _run(*spec))
+    return results
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    save_results(folder / "results.json", study_results())
+    (folder / "plots").mkdir()
+    (folder / "plots" / "score_matrix_removed_method.png").write_bytes(b"stale")
+    write_report(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    return (run_dir / "report.md").read_text()
+
+
+def _section(text, title):
+    start = text.index(title)
+    end = text.find("\n### ", start + len(title))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_header_names_base_model_tasks_and_config(report):
+    assert "`Salesforce/codet5-small` (60,492,288 parameters, frozen)" in report
+    assert "`sha256:feedbeef`" in report and "python → javascript" in report
+    assert "AdamW lr 0.0005, batch 8, 2 epochs per task, gradient clip 1.0" in report
+    assert "r=16, alpha=32, dropout=0.1, on q, v" in report and "greedy" in report
+    assert "Incomplete (interrupted) runs" in report and "hybrid_shared (seed 42)" in report
+
+
+def test_phase_tables_reproduce_the_study(report):
+    lora = _section(report, "### lora (seed 42)")
+    assert "| 1 | python | 0.0038 → 0.2166 | 0.0038 | 11.48 min | 23.2 | 1.77 GiB | 0.6641 → 0.2955 |" in lora
+    assert "| 2 | javascript | 0.0500 → 0.2489 | 0.0196 |" in lora
+    assert "| Final | python (retention) | 0.2150 (forgetting 0.74%) |" in lora
+    full = _section(report, "### full_layer (seed 42)")
+    assert "| 1 | python | 0.0038 → 0.1927 |" in full and "0.2046 (forgetting -6.18%)" in full
+    shared = _section(report, "### hybrid_shared (seed 42)")
+    assert "incomplete*: 1 of 2 tasks trained" in shared and "javascript" not in shared.split("\n", 1)[1].split("|---")[1]
+
+
+def test_detailed_matrix_rows(report):
+    matrix = report[report.index("## Detailed performance matrix"):report.index("## Across seeds")]
+    avg = f"{(0.2456 + 0.2425) / 2:.4f}"
+    forget = f"{100 * (0.2569 - 0.2456) / 0.2569:.2f}%"
+    assert f"| hybrid | 42 | 0.2456 | 0.2425 | {avg} | {forget} | {-0.0113:.4f} | {0.06 - 0.0196:.4f} | 3,737,088 / 3,737,088 | 7,474,176 | 16.17 min | 1.77 GiB | 0.8650 | 0.0200 |" in matrix
+    assert "| hybrid_shared* | 42 | 0.2569 | 0.0400 | 0.1484 | n/a | n/a | n/a | 3,737,088 / n/a |" in matrix
+    assert "bleu_sentence_smoothed (avg) | pass_at_1 (avg)" in matrix
+    assert "| 0.3050 | 0.1200 |" in matrix
+
+
+def test_score_matrices_cover_every_metric(report):
+    lora = report[report.index("## Score matrices"):]
+    for metric in ("bleu", "exact_match", "syntax_pass", "bleu_sentence_smoothed", "pass_at_1"):
+        assert f"**{metric}**" in lora
+    assert "| base | 0.0038 | 0.0196 |" in lora and "| javascript | 0.2150 | 0.2489 |" in lora
+    assert "| python | 0.1200 | n/a |" in lora
+
+
+def _order(text, methods):
+    return sorted(methods, key=lambda m: text.index(f"| {m} |"))
+
+
+def test_rankings(report):
+    methods = ["lora", "full_layer", "hybrid", "hybrid_shared*"]
+    perf = _section(report, "### By performance")
+    assert _order(perf, methods) == ["hybrid", "lora", "full_layer", "hybrid_shared*"]  # interrupted last
+    lora_mean = statistics.fmean([(0.2150 + 0.2489) / 2, (0.2100 + 0.2500) / 2])
+    assert f"| lora | 2 | {lora_mean:.4f} ± " in perf
+    eff = _section(report, "### By parameter efficiency")
+    assert _order(eff, methods)[0] == "lora" and f"| {lora_mean / 1.179648:.4f} | 1,179,648 | 1.95% |" in eff
+    small = _section(report, "### By stored parameters")
+    assert _order(small, methods) == ["lora", "full_layer", "hybrid", "hybrid_shared*"]
+    forget = _section(report, "### By forgetting")
+    assert _order(forget, methods)[:3] == ["full_layer", "lora", "hybrid"] and "| hybrid_shared* | n/a |" in forget
+
+
+def test_across_seeds_uses_the_t_interval(report):
+    seeds = report[report.index("## Across seeds"):report.index("## Rankings")]
+    finals = [(0.2150 + 0.2489) / 2, (0.2100 + 0.2500) / 2]
+    half = 12.706 * statistics.stdev(finals) / math.sqrt(2)
+    assert f"| lora | 42, 43 | " in seeds and f"{statistics.fmean(finals):.4f} ± {half:.4f}" in seeds
+    assert "| hybrid | 42 | 0.2456 | 0.2425 |" in seeds  # one seed: no interval
+    assert "**lora** — BLEU, mean ± 95% CI over seeds" in seeds
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_valid_pngs(run_dir, report):
+    names = sorted(p.name for p in (run_dir / "plots").iterdir())
+    assert names == sorted([
+        "bleu_across_stages.png", "final_scores.png", "score_vs_params.png", "score_matrix_full_layer.png",
+        "score_matrix_hybrid.png", "score_matrix_hybrid_shared.png", "score_matrix_lora.png",
+        "score_matrix_lora_seed-42.png", "score_matrix_lora_seed-43.png",
+    ])  # the stale plot of a method no longer in results.json is gone
+    for name in names:
+        width, height = _png_size(run_dir / "plots" / name)
+        assert width > 100 and height > 100
+        assert f"(plots/{name})" in report
+
+
+def test_summary_table(run_dir):
+    lines = summary_table(json.loads((run_dir / "results.json").read_text())).splitlines()
+    assert lines[0].split() == ["method", "seed", "stages", "final", "avg", "BLEU", "forgetting", "stored", "params", "train", "time"]
+    assert lines[2].split() == ["lora", "42", "2/2", f"{(0.2150 + 0.2489) / 2:.4f}", "0.74%", "1,179,648", "22.97", "min"]
+    assert lines[-1].split()[:4] == ["hybrid_shared", "42", "1/2*", "0.1484"]
+    assert len({len(line) for line in lines[2:]}) == 1  # fixed width
+
+
+def test_report_of_a_results_file_without_runs(tmp_path):
+    save_results(tmp_path / "results.json", new_results({}, {"name": "x"}, TASKS))
+    text = write_report(tmp_path).read_text()
+    assert "none yet" in text and "## Rankings" in text
+
+
+def test_missing_or_corrupt_results_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="results.json: no results file"):
+        write_report(tmp_path)
+    (tmp_path / "results.json").write_text("{")
+    with pytest.raises(CheckpointError, match="results.json: not valid JSON"):
+        write_report(tmp_path)
+
+
+def test_cli_report(run_dir, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "codecl", "report", str(run_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("report.md")
+    broken = subprocess.run([sys.executable, "-m", "codecl", "report", str(tmp_path)], capture_output=True, text=True)
+    assert broken.returncode == 4
+    assert f"{tmp_path / 'results.json'}: no results file" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_t_critical_values():
+    assert t_critical_95(1) == 12.706 and t_critical_95(30) == 2.042
+    for df, table in ((40, 2.021), (60, 2.000), (120, 1.980)):
+        assert t_critical_95(df) == pytest.approx(table, abs=1e-3)
+    assert t_critical_95(10**6) == pytest.approx(1.95996, abs=1e-4)
+    assert mean_ci95([0.2, None]) == (0.2, None)
+    assert mean_ci95([0.1, 0.3])[1] == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2))
+
+
+def test_render_is_pure_and_deterministic():
+    results = study_results()
+    assert render_report(results) == render_report(results)
