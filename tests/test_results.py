@@ -137,3 +137,20 @@ def test_load_rejects_missing_and_corrupted_files(tmp_path):
     (tmp_path / "results.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(CheckpointError, match="not UTF-8"):
         load_results(tmp_path / "results.json")
+
+
+def test_validate_run_dir_names_the_missing_path(tmp_path):
+    from codecl.report import write_report
+    from codecl.results import validate_run_dir
+
+    save_results(tmp_path / "results.json", make_results(make_run()))
+    (tmp_path / "config.yaml").write_text("tasks: [python, javascript]\n")
+    write_report(tmp_path)
+    with pytest.raises(CheckpointError, match=r"lora/seed-42/python: missing from the run folder"):
+        validate_run_dir(tmp_path)
+    for task in TASKS:
+        (tmp_path / "lora" / "seed-42" / task).mkdir(parents=True)
+    assert validate_run_dir(tmp_path)["runs"][0]["method"] == "lora"
+    (tmp_path / "plots" / "score_matrix_lora.png").unlink()
+    with pytest.raises(CheckpointError, match="score_matrix_lora.png: missing"):
+        validate_run_dir(tmp_path)

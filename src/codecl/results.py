@@ -30,7 +30,7 @@ _TOLERANCE = 1e-9
 
 __all__ = [
     "SCHEMA_VERSION", "REQUIRED_METRICS", "new_results", "upsert_run", "find_run", "finalize_run",
-    "is_complete", "validate_results", "save_results", "load_results",
+    "is_complete", "validate_results", "validate_run_dir", "save_results", "load_results",
 ]
 
 
@@ -224,3 +224,24 @@ def load_results(path: str | os.PathLike) -> dict:
     except UnicodeDecodeError as exc:
         raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason}); the file is corrupted") from None
     return validate_results(document, path)
+
+
+def validate_run_dir(run_dir: str | os.PathLike, *, complete: bool = True) -> dict:
+    """Check a run folder against SPEC "Run folder"; return its validated results.
+
+    results.json as `validate_results(..., complete=complete)`; config.yaml and report.md
+    present; plots/ holding `score_matrix_<method>.png` for every method, `final_scores.png`
+    and `score_vs_params.png`; and a `<method>/seed-<N>/<task>/` folder for every trained stage.
+    Raises CheckpointError naming the first missing path.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    results = load_results(path)
+    validate_results(results, path, complete=complete)
+    wanted = [run_dir / "config.yaml", run_dir / "report.md", run_dir / "plots" / "final_scores.png", run_dir / "plots" / "score_vs_params.png"]
+    wanted += [run_dir / "plots" / f"score_matrix_{m}.png" for m in dict.fromkeys(r["method"] for r in results["runs"])]
+    wanted += [run_dir / r["method"] / f"seed-{r['seed']}" / task for r in results["runs"] for task in r["stages"][1:]]
+    for item in wanted:
+        if not item.exists():
+            raise CheckpointError(f"{item}: missing from the run folder {run_dir}")
+    return results
