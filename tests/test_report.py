@@ -85,7 +85,7 @@ def _section(text, title):
 def test_header_names_base_model_tasks_and_config(report):
     assert "`Salesforce/codet5-small` (60,492,288 parameters, frozen)" in report
     assert "`sha256:feedbeef`" in report and "python → javascript" in report
-    assert "AdamW lr 0.0005, batch 8, 2 epochs per task, gradient clip 1.0" in report
+    assert "AdamW lr 0.0005, batch 8, epochs per task 2, gradient clip 1.0" in report
     assert "r=16, alpha=32, dropout=0.1, on q, v" in report and "greedy" in report
     assert "Incomplete (interrupted) runs" in report and "hybrid_shared (seed 42)" in report
 

@@ -151,7 +151,7 @@ def _header(results: dict) -> str:
         f"- **Data**: source {_cfg(cfg, 'data.source')}, at most {_cfg(cfg, 'data.max_train_examples')} training and "
         f"{_cfg(cfg, 'data.max_valid_examples')} evaluation examples per task, evaluated on the `{_cfg(cfg, 'eval.split')}` split",
         f"- **Training**: AdamW lr {_cfg(cfg, 'train.lr')}, batch {_cfg(cfg, 'train.batch_size')}, "
-        f"{_cfg(cfg, 'train.epochs')} epochs per task, gradient clip {_cfg(cfg, 'train.grad_clip')}",
+        f"epochs per task {_cfg(cfg, 'train.epochs')}, gradient clip {_cfg(cfg, 'train.grad_clip')}",
         f"- **LoRA**: r={_cfg(cfg, 'method.lora.rank')}, alpha={_cfg(cfg, 'method.lora.alpha')}, "
         f"dropout={_cfg(cfg, 'method.lora.dropout')}, on {_cfg(cfg, 'method.lora.target_modules')}",
         f"- **Inserted block**: {_cfg(cfg, 'method.block.stack')} stack, position {_cfg(cfg, 'method.block.position')}, "
