@@ -28,20 +28,24 @@ class LanguageSpec:
     """File suffixes of source files in this language."""
     fully_supported: bool
     """True when the corpus builder can extract functions of this language."""
+    member_wrapper: tuple[str, str] | None = None
+    """Code that does not parse as a program is retried inside this (prefix, suffix): CodeSearchNet's
+    Java/PHP/JavaScript functions are often class methods (`name(args) {...}`), complete as class members."""
 
     @property
     def pip_name(self) -> str:
         return self.grammar_module.replace("_", "-")
 
 
+_CLASS = ("class _ {\n", "\n}")
 LANGUAGES: dict[str, LanguageSpec] = {
     spec.name: spec
     for spec in (
         LanguageSpec("python", "tree_sitter_python", "language", (".py",), True),
-        LanguageSpec("javascript", "tree_sitter_javascript", "language", (".js", ".mjs", ".cjs"), True),
-        LanguageSpec("java", "tree_sitter_java", "language", (".java",), False),
+        LanguageSpec("javascript", "tree_sitter_javascript", "language", (".js", ".mjs", ".cjs"), True, _CLASS),
+        LanguageSpec("java", "tree_sitter_java", "language", (".java",), False, _CLASS),
         LanguageSpec("go", "tree_sitter_go", "language", (".go",), False),
-        LanguageSpec("php", "tree_sitter_php", "language_php", (".php",), False),
+        LanguageSpec("php", "tree_sitter_php", "language_php_only", (".php",), False, _CLASS),
         LanguageSpec("ruby", "tree_sitter_ruby", "language", (".rb",), False),
     )
 }
@@ -83,8 +87,9 @@ def get_parser(name: str):
 
 
 def parse_ok(code: str, language: str) -> bool:
-    """True when `code` parses as a complete program unit of `language` without syntax errors."""
-    get_language(language)  # unknown name -> ConfigError, even for Python
+    """True when `code` parses as a complete program unit of `language` without syntax errors:
+    a program, or for Java, PHP and JavaScript a class member (a method on its own)."""
+    spec = get_language(language)  # unknown name -> ConfigError, even for Python
     if language == "python":
         try:
             with warnings.catch_warnings():
@@ -93,6 +98,15 @@ def parse_ok(code: str, language: str) -> bool:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return False
         return True
-    tree = get_parser(language).parse(code.encode("utf-8", errors="surrogatepass"))
+    parser = get_parser(language)
+    data = code.encode("utf-8", errors="surrogatepass")
     # has_error is true when the tree contains an ERROR node or a MISSING (inserted) node.
-    return not tree.root_node.has_error
+    if not parser.parse(data).root_node.has_error:
+        return True
+    if spec.member_wrapper is None:
+        return False
+    prefix, suffix = (part.encode() for part in spec.member_wrapper)
+    wrapped = prefix + data + suffix
+    root = parser.parse(wrapped).root_node
+    # The wrapper must stay one class: code like `} {` would close it and open something else.
+    return not root.has_error and root.named_child_count == 1 and root.named_children[0].end_byte == len(wrapped)

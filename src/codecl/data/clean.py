@@ -65,21 +65,34 @@ _SECTION_LINE = re.compile(
     r"|>>>|(args|arguments|parameters|params|returns?|yields?|raises?|examples?|notes?|attributes|see also|usage|warnings?)\s*:?\s*$)",
     re.IGNORECASE,
 )
-_JSDOC_INLINE = re.compile(r"\{@(?:link|linkcode|linkplain|code)\s+([^}|\s]+)[^}]*\}")
+_JSDOC_INLINE = re.compile(r"\{@(?:link|linkcode|linkplain|code)\s+([^}|\s]+)[\s|]*([^}]*)\}")
 
 
 def jsdoc_description(comment: str) -> str:
-    """The description of a `/** ... */` comment: delimiters and `*` margins removed, `@tags` dropped."""
+    """The description of a `/** ... */` comment: delimiters and `*` margins removed, `@tags` dropped.
+
+    The description is the text before the first block tag, else (AngularJS's `@ngdoc` style)
+    the text of the `@description` tag.
+    """
     body = comment.strip()
     body = body[3:] if body.startswith("/**") else body
     body = body[:-2] if body.endswith("*/") else body
-    lines = []
+    free: list[str] = []
+    tagged: list[str] | None = None
+    current = free
     for line in body.splitlines():
         line = re.sub(r"^\s*\*( ?)", "", line).rstrip()
-        if line.lstrip().startswith("@"):
-            break  # JSDoc block tags (@param, @returns, ...) end the description
-        lines.append(line)
-    return _JSDOC_INLINE.sub(r"\1", "\n".join(lines)).strip()
+        tag = re.match(r"\s*@(\w+)\s?(.*)", line)
+        if tag:  # JSDoc block tags (@param, @returns, ...) end the description
+            if tag.group(1) in ("description", "desc") and tagged is None:
+                tagged = [tag.group(2)]
+                current = tagged
+            else:
+                current = []
+            continue
+        current.append(line)
+    text = "\n".join(free).strip() or "\n".join(tagged or []).strip()
+    return _JSDOC_INLINE.sub(lambda m: m.group(2).strip() or m.group(1), text)
 
 
 def first_paragraph(docstring: str) -> str:
@@ -308,6 +321,12 @@ def clean_records(
     `seen` holds `(language, normalised code)` of every kept pair; pass the same set to every
     split of a language, train first, to remove duplicates across splits.
     """
+    for _, pair in clean_with_records(records, language, seen, stats, report, file_language):
+        yield pair
+
+
+def clean_with_records(records, language, seen, stats, report=None, file_language=None) -> Iterator[tuple[Record, Pair]]:
+    """Like `clean_records`, yielding each kept record with its pair."""
     for record in records:
         stats.records += 1
         if record.problem is not None:
@@ -330,4 +349,4 @@ def clean_records(
             continue
         seen.add(key)
         stats.kept += 1
-        yield Pair(source, target, lang, record_id(record.fields, record.file, record.line))
+        yield record, Pair(source, target, lang, record_id(record.fields, record.file, record.line))

@@ -199,7 +199,12 @@ def read_hub_records(dataset: str, language: str, split: str) -> Iterator[Record
     except ImportError as exc:
         raise DataError(f"data.source=hub needs the `datasets` package ({exc}); {_OFFLINE_HINT}") from None
     except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-        why = "offline mode is set (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and it is not cached" if offline else f"{type(exc).__name__}: {_first_line(exc)}"
+        if offline:
+            why = "offline mode is set (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and it is not cached"
+        elif any(word in type(exc).__name__ for word in ("Connection", "Timeout", "Offline", "LocalEntryNotFound")):
+            why = f"the hub cannot be reached (no network?): {_first_line(exc)}"
+        else:
+            why = f"{type(exc).__name__}: {_first_line(exc)}"
         raise DataError(f"cannot load hub dataset {dataset!r} ({language}, {split}): {why}; {_OFFLINE_HINT}") from None
     origin = f"hub:{dataset}/{language}/{split}"
     for i, row in enumerate(rows, 1):

@@ -1,0 +1,65 @@
+"""codecl.languages: the registry, cached parsers and the syntax check behind syntax_pass."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from codecl import config, languages
+from codecl.errors import ConfigError
+from codecl.languages import get_language, get_parser, known_languages, parse_ok
+
+
+def test_registry_matches_the_config_task_names():
+    assert known_languages() == list(config.LANGUAGES) == ["python", "javascript", "java", "go", "php", "ruby"]
+    assert [n for n in known_languages() if get_language(n).fully_supported] == ["python", "javascript"]
+
+
+def test_unknown_language_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown language 'pyhton'; known: python, javascript, java, go, php, ruby"):
+        get_language("pyhton")
+    with pytest.raises(ConfigError, match="known: python"):
+        parse_ok("x = 1", "cobol")
+
+
+@pytest.mark.parametrize("code, ok", [
+    ("def f(x):\n    return x\n", True),
+    ("def f(self):\n        return 1", True),  # a method as CodeSearchNet stores it
+    ("def f(x:\n    return x", False),
+    ('print "python 2"', False),
+    ("x = 1\0", False),  # null byte: ValueError, not a crash
+])
+def test_python_uses_ast(code, ok):
+    assert parse_ok(code, "python") is ok
+
+
+@pytest.mark.parametrize("code, ok", [
+    ("function f(a) {\n  return a + 1;\n}", True),
+    ("const add = (a, b) => a + b;", True),
+    ("function (a) { return a; }", True),  # CodeSearchNet's anonymous functions
+    ("function f(a) {\n  return a", False),  # MISSING "}"
+    ("function f(a) {{{ return ]", False),  # ERROR
+    ("foo(a) {\n  return a;\n}", True),  # a class method on its own is complete as a class member
+    ("static async get(a) {\n  return a;\n}", True),
+    ("}{", False),  # but code may not close the wrapper class
+    ("} class B {", False),
+])
+def test_javascript_uses_tree_sitter_without_error_or_missing_nodes(code, ok):
+    assert parse_ok(code, "javascript") is ok
+
+
+def test_parsers_are_cached_per_language():
+    assert get_parser("javascript") is get_parser("javascript")
+    assert get_parser("python") is not get_parser("javascript")
+
+
+def test_missing_grammar_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tree_sitter_ruby", None)  # import fails as if not installed
+    languages.get_tree_sitter_language.cache_clear()
+    languages.get_parser.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="pip install tree-sitter-ruby"):
+            parse_ok("puts 1", "ruby")
+    finally:
+        languages.get_tree_sitter_language.cache_clear()
+        languages.get_parser.cache_clear()
