@@ -14,7 +14,7 @@ from codecl.data.clean import clean_fields
 from codecl.data.records import find_data_files, read_records
 
 EXPECTED = {  # path under csn/ -> (language, check_path counts)
-    "codexglue_code_to_text_python/valid.jsonl": ("python", {"records": 120, "kept": 111, "dropped": {"short_code": 9}}),
+    "codexglue_code_to_text_python/valid.jsonl": ("python", {"records": 120, "kept": 110, "dropped": {"short_code": 9, "short_docstring": 1}}),
     "codexglue_dummy_gz/python/python_train_0.jsonl.gz": ("python", {"records": 3, "kept": 3, "dropped": {}}),
     "codexglue_dummy_gz/python/python_valid_0.jsonl.gz": ("python", {"records": 3, "kept": 3, "dropped": {}}),
     "codexglue_dummy_gz/python/python_test_0.jsonl.gz": ("python", {"records": 3, "kept": 3, "dropped": {}}),
@@ -23,8 +23,8 @@ EXPECTED = {  # path under csn/ -> (language, check_path counts)
     "codexglue_dummy_gz/javascript/javascript_test_0.jsonl.gz": ("javascript", {"records": 3, "kept": 3, "dropped": {}}),
     # CoSQA: 604 items, 552 distinct functions; no `docstring` field (its `doc` is a web query), so the
     # description is the docstring inside the code; 4 functions are Python 2 (unparseable).
-    "cosqa-dev.json": ("python", {"records": 604, "kept": 431, "dropped": {
-        "constructor": 1, "duplicate": 33, "short_code": 116, "short_docstring": 15, "test_function": 4, "unparseable": 4}}),
+    "cosqa-dev.json": ("python", {"records": 604, "kept": 427, "dropped": {
+        "constructor": 1, "duplicate": 32, "short_code": 115, "short_docstring": 21, "test_function": 4, "unparseable": 4}}),
 }
 
 

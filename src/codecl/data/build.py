@@ -121,8 +121,8 @@ def sources_key(sources: list[Source], languages: list[str], files: dict | None 
     """Hash of what a build reads: codecl version, languages, and every source file's path and size."""
     files = files if files is not None else source_files(sources, languages)
     digest = hashlib.sha256(f"{__version__}|{SCHEMA_VERSION}|{','.join(sorted(languages))}".encode())
-    for lang, files in sorted(files.items()):
-        for source, rel, size in files:
+    for lang, entries in sorted(files.items()):
+        for source, rel, size in entries:
             digest.update(f"{lang}|{source.root}|{source.repo}|{rel}|{size}\n".encode())
     return digest.hexdigest()[:16]
 

@@ -1,10 +1,10 @@
 """Cleaning CodeSearchNet records into (description, code) pairs, as CodeSearchNet and CodeXGLUE did.
 
 A record is kept when: its fields are present and well typed; the description (the
-docstring's first paragraph) has 3 to 256 tokens and is English-looking; the function is
-not a test (name starts with `test` or contains `_test`) nor a constructor (`__init__`,
-JS `constructor`); its code, with the docstring removed, parses (Python) and has at least
-3 non-blank lines; and no earlier kept record had the same code after whitespace
+docstring's first paragraph) has at least 3 word tokens, at most 256 tokens, and looks
+English; the function is not a test (name starts with `test` or contains `_test`) nor a
+constructor (`__init__`, JS `constructor`); its code, with the docstring removed, parses
+(Python) and has at least 3 non-blank lines; and no earlier kept record had the same code after whitespace
 normalisation (`seen` is shared across splits, train first, so valid/test never repeat train).
 Every drop is counted under a named reason.
 
@@ -279,10 +279,11 @@ def clean_fields(fields: dict, language: str, notes: Counter | None = None) -> t
         return reason
 
     source = first_paragraph(docstring)
-    n_tokens = len(description_tokens(source))
-    if n_tokens < MIN_DOCSTRING_TOKENS:
+    tokens = description_tokens(source)
+    n_words = sum(1 for t in tokens if t[0].isalnum() or t[0] == "_")  # punctuation does not count
+    if n_words < MIN_DOCSTRING_TOKENS:
         return "short_docstring"
-    if n_tokens > MAX_DOCSTRING_TOKENS:
+    if len(tokens) > MAX_DOCSTRING_TOKENS:
         return "long_docstring"
     if not _looks_english(source):
         return "non_english"

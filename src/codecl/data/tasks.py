@@ -23,7 +23,7 @@ from codecl.config import DataConfig
 from codecl.data.build import STATS_FILE, Source, as_sources, build_corpus, default_sources, sources_key
 from codecl.data.clean import CleanStats, Pair, clean_records
 from codecl.data.records import SPLITS, Record, find_data_files, read_hub_records, read_records
-from codecl.errors import DataError
+from codecl.errors import CodeclError, DataError
 from codecl.fileio import read_json
 from codecl.languages import get_language
 from codecl.paths import cache_dir
@@ -46,7 +46,7 @@ def _is_complete(folder: Path, key: str) -> bool:
         return False
     try:
         stats = read_json(stats_file)
-    except Exception:  # a corrupted stats file means an incomplete corpus: rebuild it
+    except (CodeclError, OSError):  # a corrupted stats file means an incomplete corpus: rebuild it
         return False
     files_present = all((folder / lang / f"{split}.jsonl").is_file() for lang in EMBEDDED_LANGUAGES for split in SPLITS)
     return files_present and stats.get("sources_key") == key
