@@ -65,6 +65,13 @@ class EventLog:
             self._tb.close()
 
 
+def _quiet_transformers() -> None:
+    """codecl draws its own progress bars; the per-load "Loading weights" bars are noise here."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,6 +130,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     log = EventLog(out / "events.jsonl")
     started = time.perf_counter()
 
+    _quiet_transformers()
     base, tokenizer, info = load_base(cfg.model, cfg, progress=progress)
     if results is not None and results["base_model"].get("fingerprint") != info.fingerprint:
         raise CheckpointError(f"{results_path}: recorded base fingerprint {results['base_model'].get('fingerprint')} "
@@ -149,9 +157,8 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     from codecl.report import summary_table, write_report
 
     report = write_report(out)
-    if progress:
-        print(summary_table(results))
-        print(f"\nrun folder: {out}\nresults:    {results_path}\nreport:     {report}\nplots:      {out / 'plots'}")
+    print(summary_table(results))  # --quiet drops the progress bars, never the summary (SPEC)
+    print(f"\nrun folder: {out}\nresults:    {results_path}\nreport:     {report}\nplots:      {out / 'plots'}")
     return results
 
 
@@ -165,10 +172,10 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
         if task in run["stages"]:  # completed before an interruption: reload, verify, skip
             cm.load_task(task, folder)
             continue
+        seed_everything(seed * 1000 + index)  # per stage, before new modules are initialised: resumable bit for bit
         cm.add_task(task)
         cm.to(device)
         cm.activate(task)
-        seed_everything(seed * 1000 + index)
         desc = f"{method} seed-{seed} {index}/{len(cfg.tasks)} {task}"
         cost = train_task(cm, tasks[task].train, cfg.train, tokenizer.pad_token_id, device, seed * 1000 + index,
                           log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc)

@@ -99,3 +99,9 @@ def test_syntax_pass_uses_the_language_parser():
 def test_score_all_reports_every_metric():
     scores = score_all(["def f():\n    return 1"], ["def f():\n    return 1"], "python")
     assert scores == {"bleu": pytest.approx(1.0), "exact_match": 1.0, "syntax_pass": 1.0, "bleu_sentence_smoothed": 1.0}
+
+
+def test_empty_output_fails_syntax_pass():
+    from codecl.evaluation.metrics import syntax_pass
+
+    assert syntax_pass(["", "   \n", "def f():\n    return 1\n", "def f(:"], "python") == 0.25

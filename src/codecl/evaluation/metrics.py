@@ -138,12 +138,13 @@ def exact_match(hyps: list[str], refs: list[str]) -> float:
 
 def syntax_pass(hyps: list[str], language: str) -> float:
     """Share of hypotheses that parse as a complete program unit of `language` without errors
-    (`codecl.languages.parse_ok`: `ast.parse` for Python, tree-sitter otherwise)."""
+    (`codecl.languages.parse_ok`: `ast.parse` for Python, tree-sitter otherwise). An empty or
+    whitespace-only output is no program unit: it fails (both parsers would accept it)."""
     from codecl.languages import parse_ok
 
     if not hyps:
         raise ValueError("no hypotheses to score (empty evaluation set)")
-    return fmean(bool(parse_ok(h, language)) for h in hyps)
+    return fmean(bool(h.strip()) and bool(parse_ok(h, language)) for h in hyps)
 
 
 def score_all(hyps: list[str], refs: list[str], language: str) -> dict[str, float]:

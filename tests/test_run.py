@@ -1,0 +1,105 @@
+"""`codecl run` end to end on the smoke preset, through the CLI (a real subprocess)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from codecl.evaluation.continual import forgetting
+from codecl.results import finalize_run, validate_run_dir
+
+METHODS = ["lora", "full_layer", "hybrid", "hybrid_shared"]
+
+
+def codecl(*args, cache, check=True):
+    env = {**os.environ, "CODECL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "codecl", *args], capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"codecl {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("codecl-cache")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    proc = codecl("run", "--preset", "smoke", "--output-dir", str(out), "--quiet", cache=cache)
+    return out, proc
+
+
+def test_smoke_run_matches_spec(smoke_run):
+    out, proc = smoke_run
+    results = validate_run_dir(out, complete=True)
+    assert results["tasks"] == ["python", "javascript"]
+    assert [r["method"] for r in results["runs"]] == METHODS
+    for run in results["runs"]:
+        assert run["stages"] == ["base", "python", "javascript"]
+        for metric in ("bleu", "exact_match", "syntax_pass"):
+            assert len(run["scores"][metric]) == 3 and all(len(row) == 2 for row in run["scores"][metric])
+        assert run["forgetting"] == pytest.approx(forgetting(run["scores"]["bleu"], ["python", "javascript"]), nan_ok=True)
+        assert run["scores"]["bleu"][0] == results["runs"][0]["scores"]["bleu"][0]  # stage 0 shared
+        assert all(run["train_seconds"][t] > 0 and run["peak_memory_bytes"][t] > 0 for t in ("python", "javascript"))
+    stored = {r["method"]: r["stored_parameters"] for r in results["runs"]}
+    trainable = {r["method"]: r["trainable_parameters"]["python"] for r in results["runs"]}
+    assert stored["lora"] == 2 * trainable["lora"] and stored["hybrid"] == 2 * trainable["hybrid"]
+    block = trainable["full_layer"]
+    assert stored["hybrid_shared"] == 2 * trainable["lora"] + block
+    for name in ["final_scores.png", "score_vs_params.png", *[f"score_matrix_{m}.png" for m in METHODS]]:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Detailed performance matrix" in (out / "report.md").read_text()
+    assert "report:" in proc.stdout and "hybrid_shared" in proc.stdout
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "train_loss" for e in events) and events[-1]["event"] == "done"
+
+
+def test_second_run_reuses_cached_base_and_refuses_existing_folder(smoke_run, cache):
+    out, _ = smoke_run
+    proc = codecl("run", "--preset", "smoke", "--output-dir", str(out), cache=cache, check=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    assert len(list((cache / "models").iterdir())) == 1
+
+
+def test_resume_keeps_completed_stages_and_finishes_the_rest(smoke_run, cache, tmp_path):
+    import shutil
+
+    out, _ = smoke_run
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    results = json.loads((partial / "results.json").read_text())
+    hs = results["runs"][3]
+    hs["stages"] = hs["stages"][:2]  # hybrid_shared interrupted after python
+    for m in hs["scores"]:
+        hs["scores"][m] = hs["scores"][m][:2]
+    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
+        hs[key].pop("javascript", None)
+    finalize_run(hs)
+    results["runs"] = results["runs"][:2] + [hs]  # hybrid not started at all
+    (partial / "results.json").write_text(json.dumps(results))
+    shutil.rmtree(partial / "hybrid_shared" / "seed-42" / "javascript")
+    shutil.rmtree(partial / "hybrid")
+    codecl("run", "--preset", "smoke", "--output-dir", str(partial), "--resume", "--quiet", cache=cache)
+    resumed = validate_run_dir(partial, complete=True)
+    original = json.loads((out / "results.json").read_text())
+    by_method = {r["method"]: r for r in resumed["runs"]}
+    for run in original["runs"]:
+        assert by_method[run["method"]]["scores"] == run["scores"], run["method"]  # deterministic per stage
+    assert by_method["lora"]["train_seconds"] == original["runs"][0]["train_seconds"]  # kept, not redone
+
+
+def test_resume_with_changed_config_is_refused(smoke_run, cache):
+    out, _ = smoke_run
+    proc = codecl("run", "--preset", "smoke", "--output-dir", str(out), "--resume", "--set", "train.lr=0.001", cache=cache, check=False)
+    assert proc.returncode == 2
+    assert "train" in proc.stderr and "0.0005" in proc.stderr and "0.001" in proc.stderr
+
+
+def test_report_regenerates_from_results(smoke_run, cache):
+    out, _ = smoke_run
+    (out / "report.md").unlink()
+    codecl("report", str(out), cache=cache)
+    assert (out / "report.md").is_file()
