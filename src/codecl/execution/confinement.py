@@ -1,0 +1,244 @@
+"""What the sandboxed child does to itself between fork and exec: namespaces, read-only
+mounts, Landlock, resource limits, dropping root (Linux only; see sandbox.py for the why).
+
+Everything is decided in the parent (`ChildPlan`), so that the child, a fork of a possibly
+multi-threaded process, only makes system calls. Kernel interfaces are reached through
+ctypes: unshare(2), mount(2), prctl(2) and the Landlock syscalls (Documentation/userspace-api/landlock.rst).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import resource
+import signal
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# linux/sched.h, linux/mount.h, linux/prctl.h
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 0x20, 0x400, 0x800, 0x1000, 0x4000
+MS_PRIVATE, MS_RELATIME = 0x40000, 0x200000
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+# linux/landlock.h (syscalls 444-446 in the generic table: x86_64 and aarch64 alike)
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
+LANDLOCK_FS_WRITE_FILE, LANDLOCK_FS_TRUNCATE = 1 << 1, 1 << 14
+LANDLOCK_FS_WRITES_V1 = sum(1 << b for b in (1, 4, 5, 6, 7, 8, 9, 10, 11, 12))  # write, remove, make *
+LANDLOCK_FS_REFER = 1 << 13
+LANDLOCK_NET_BIND_TCP, LANDLOCK_NET_CONNECT_TCP = 1 << 0, 1 << 1
+_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+                "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
+NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS, "pid": CLONE_NEWPID}
+
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """Everything the child needs, computed before `fork` so that the child only makes system calls."""
+
+    namespaces: tuple[str, ...]  # wanted: subset of net, mnt, pid
+    required: frozenset[str]  # must succeed (after the probe showed they work)
+    unprivileged_userns: bool  # not root: unshare with CLONE_NEWUSER
+    mounts: tuple[tuple[bytes, int], ...]  # mount points to remount read-only, with their flags
+    home: str
+    home_size_bytes: int
+    ids: tuple[int, int] | None  # (uid, gid) to drop to, when root
+    limits: tuple[tuple[int, int, int], ...]  # (resource, soft, hard)
+    landlock_fs: int = 0  # Landlock write rights to confine to `home` (0: none)
+    landlock_net: int = 0  # Landlock TCP rights to refuse (0: none)
+    landlock_attr_size: int = 8  # sizeof(struct landlock_ruleset_attr): 16 from ABI 4 (handled_access_net)
+
+
+_libc = None
+
+
+def _load_libc():
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        libc.unshare.argtypes = [ctypes.c_int]
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        _libc = libc
+    return _libc
+
+
+def landlock_abi() -> int:
+    """Landlock ABI version of this kernel (0: unavailable or blocked, e.g. by seccomp)."""
+    if sys.platform != "linux":
+        return 0
+    libc = _load_libc()
+    version = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0),
+                           ctypes.c_long(LANDLOCK_CREATE_RULESET_VERSION))
+    return max(0, version)
+
+
+def landlock_rights(abi: int) -> tuple[int, int]:
+    """(file-system write rights, TCP rights) that Landlock ABI `abi` can restrict."""
+    fs = LANDLOCK_FS_WRITES_V1 | (LANDLOCK_FS_REFER if abi >= 2 else 0) | (LANDLOCK_FS_TRUNCATE if abi >= 3 else 0)
+    net = LANDLOCK_NET_BIND_TCP | LANDLOCK_NET_CONNECT_TCP if abi >= 4 else 0
+    return (fs if abi >= 1 else 0), net
+
+
+def _landlock_restrict(plan: ChildPlan) -> str | None:
+    """Confine writes to plan.home and refuse TCP (as planned); return why it failed, or None."""
+    libc = _load_libc()
+    attr = struct.pack("<QQ", plan.landlock_fs, plan.landlock_net)[: plan.landlock_attr_size]
+    ruleset = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.c_char_p(attr),
+                           ctypes.c_long(len(attr)), ctypes.c_long(0))
+    if ruleset < 0:
+        return f"landlock_create_ruleset failed: errno {ctypes.get_errno()}"
+    try:
+        rules = [(plan.home, plan.landlock_fs)] if plan.landlock_fs else []
+        if plan.landlock_fs:
+            rules.append(("/dev/null", plan.landlock_fs & (LANDLOCK_FS_WRITE_FILE | LANDLOCK_FS_TRUNCATE)))
+        for path, rights in rules:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = struct.pack("<Qi", rights, fd)  # struct landlock_path_beneath_attr is packed
+                if libc.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_long(ruleset),
+                                ctypes.c_long(LANDLOCK_RULE_PATH_BENEATH), ctypes.c_char_p(rule), ctypes.c_long(0)) < 0:
+                    return f"landlock_add_rule({path}) failed: errno {ctypes.get_errno()}"
+            finally:
+                os.close(fd)
+        if libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset), ctypes.c_long(0)) < 0:
+            return f"landlock_restrict_self failed: errno {ctypes.get_errno()}"
+    finally:
+        os.close(ruleset)
+    return None
+
+
+def read_mounts() -> tuple[tuple[bytes, int], ...]:
+    """Mount points of this process with the flags a read-only bind remount must keep."""
+    mounts = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ()
+    for line in lines:
+        fields = line.split()
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        flags = 0
+        for option in fields[5].split(","):
+            flags |= _MOUNT_FLAGS.get(option, 0)
+        mounts.append((os.fsencode(point), flags))
+    return tuple(mounts)
+
+
+def namespace_of(name: str, pid: int | str = "self") -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{name}")
+    except OSError:
+        return None
+
+
+def task_count(uid: int) -> int:
+    """Threads and processes owned by `uid` (what RLIMIT_NPROC counts)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        uid_line = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        threads = re.search(r"^Threads:\s+(\d+)", status, re.M)
+        if uid_line and int(uid_line.group(1)) == uid:
+            count += int(threads.group(1)) if threads else 1
+    return count
+
+
+def make_preexec(plan: ChildPlan, report_fd: int):
+    """The function the child runs between fork and exec (see the module docstring)."""
+    libc = _load_libc()
+
+    def fail(reason: str) -> None:
+        os.write(report_fd, reason.encode() + b"\n")
+        raise RuntimeError(reason)
+
+    def mirror_child(child: int) -> None:  # the intermediate process: wait, then exit like the program
+        # Hold no pipe: Popen waits for EOF on its exec-error pipe, the caller for EOF on stdout/stderr.
+        try:
+            fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+        except OSError:
+            fds = list(range(65536))
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        _, status = os.waitpid(child, 0)
+        if os.WIFSIGNALED(status):
+            killed_by = os.WTERMSIG(status)
+            try:
+                signal.signal(killed_by, signal.SIG_DFL)
+            except (OSError, ValueError):  # SIGKILL has no handler to reset
+                pass
+            os.kill(os.getpid(), killed_by)
+            os._exit(128 + killed_by)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        got: set[str] = set()
+        wanted = [NAMESPACE_FLAGS[n] for n in plan.namespaces]
+        base = CLONE_NEWUSER if plan.unprivileged_userns else 0
+        if wanted and libc.unshare(base | sum(wanted)) == 0:
+            got.update(plan.namespaces)
+        elif wanted:
+            for name in plan.namespaces:
+                if libc.unshare(base | NAMESPACE_FLAGS[name]) == 0:
+                    got.add(name)
+                    base = 0  # the user namespace exists now
+        missing = [n for n in plan.namespaces if n not in got]
+        if missing and plan.required:  # the probe (nothing required yet) takes what it gets
+            fail(f"unshare({', '.join(missing)}) failed: errno {ctypes.get_errno()}")
+        # Private propagation first: nothing below may leak into the parent's mount namespace.
+        if "mnt" in got and libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0:
+            for point, flags in plan.mounts:
+                libc.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags, None)
+            uid, gid = plan.ids or (os.getuid(), os.getgid())
+            options = f"size={plan.home_size_bytes},mode=0700,uid={uid},gid={gid}".encode()
+            if libc.mount(b"tmpfs", plan.home.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) != 0 \
+                    and plan.required:
+                fail(f"mounting the private tmpfs failed: errno {ctypes.get_errno()}")
+        elif "mnt" in got and plan.required:
+            fail(f"making mounts private failed: errno {ctypes.get_errno()}")
+        if "pid" in got:
+            child = os.fork()
+            if child:
+                mirror_child(child)
+            if "mnt" in got:  # a /proc that shows only this namespace
+                libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        os.chdir(plan.home)
+        for which, soft, hard in plan.limits:
+            resource.setrlimit(which, (soft, hard))
+        if plan.ids is not None:
+            os.setgroups([])
+            os.setgid(plan.ids[1])
+            os.setuid(plan.ids[0])
+            if os.getuid() != plan.ids[0] or os.geteuid() == 0:
+                fail("dropping root privileges failed")
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # also what Landlock requires
+        if plan.landlock_fs or plan.landlock_net:
+            problem = _landlock_restrict(plan)
+            if problem and plan.required:  # the probe (nothing required yet) tolerates it
+                fail(problem)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
+
+    return preexec
+
+
+def kill_pid_namespace(namespace: str) -> None:
+    """SIGKILL every process in pid namespace `namespace` (killing its pid 1 ends it)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and namespace_of("pid", entry) == namespace:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
