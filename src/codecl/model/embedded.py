@@ -4,7 +4,10 @@
    specials (`<pad>`=0, `</s>`=1, `<unk>`=2) and 100 sentinels `<extra_id_N>`.
 2. A small T5 (`T5Config`, ReLU feed-forward like T5 v1.0 / CodeT5) pretrained by T5 span
    corruption (Raffel et al. 2020, §3.1.4: 15% noise, mean span 3) on the train split's code
-   and docstrings, for a bounded number of steps.
+   and docstrings, for a bounded number of steps, mixed with T5's prefix-LM objective
+   (`prefix_lm_fraction` of the examples: continue a piece of code cut at a random point).
+   Span corruption alone trains the decoder on 3-token spans only; the prefix-LM half teaches
+   it to write whole lines of code. No description -> code pairs are ever seen in pretraining.
 3. Saved with `save_pretrained` under `<cache>/models/<key>`, key = hash of the model config,
    the corpus and the codecl version; a second call reuses it. The loss curve is kept as
    `pretrain_loss.json` beside the weights.
@@ -140,6 +143,12 @@ def span_corrupt(ids: list[int], rng: np.random.Generator, sentinel_ids: list[in
     return source, target
 
 
+def prefix_lm(ids: list[int], rng: np.random.Generator, eos_id: int) -> tuple[list[int], list[int]]:
+    """Prefix LM: the input is the first 25-75% of the tokens, the target the rest."""
+    cut = int(rng.integers(max(1, len(ids) // 4), max(2, 3 * len(ids) // 4)))
+    return ids[:cut] + [eos_id], ids[cut:] + [eos_id]
+
+
 def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress: bool = True) -> list[dict]:
     """Span-corruption pretraining for `shape.pretrain_steps` steps; returns the loss curve."""
     from tqdm.auto import tqdm
@@ -155,10 +164,11 @@ def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     model.train()
     curve, window, started = [], [], time.perf_counter()
-    bar = tqdm(range(steps), desc="pretrain (span corruption)", disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc="pretrain (span corruption + prefix LM)", disable=not progress, leave=False)
     for step in bar:
         pick = rng.integers(0, len(encoded), size=shape.pretrain_batch_size)
-        pairs = [span_corrupt(encoded[i], rng, sentinel_ids, tokenizer.eos_token_id) for i in pick]
+        pairs = [prefix_lm(encoded[i], rng, tokenizer.eos_token_id) if rng.random() < shape.prefix_lm_fraction
+                 else span_corrupt(encoded[i], rng, sentinel_ids, tokenizer.eos_token_id) for i in pick]
         batch = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
         loss = model(**batch).loss
         if not math.isfinite(loss.item()):
