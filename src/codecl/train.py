@@ -2,7 +2,9 @@
 
 AdamW over the active task's parameters only; dynamic padding with length-bucketed batches;
 a non-finite loss skips its step (counted) and too many in a row stop the run (exit 5);
-grad-norm clipping; loss and timing to the event log. Returns the stage's measured cost.
+grad-norm clipping; loss and timing to the event log; a mid-stage checkpoint every
+`checkpoint_every_steps` steps, from which an interrupted stage continues bit for bit.
+Returns the stage's measured cost.
 """
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from codecl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from codecl.data.batching import EncodedPairs, bucketed_batches, pad_batch
 from codecl.errors import DivergenceError
 from codecl.memory import PeakMemory
@@ -37,50 +41,67 @@ def seed_everything(seed: int) -> None:
 
 
 def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device, seed: int,
-               log=lambda event: None, progress: bool = True, desc: str = "train") -> StageCost:
+               log=lambda event: None, progress: bool = True, desc: str = "train",
+               checkpoint_dir: Path | None = None) -> StageCost:
     """Train the active task's modules of `model` (a ContinualModel) on `data` for cfg.epochs."""
     from tqdm.auto import tqdm
 
-    params = model.trainable_parameters()
-    n_trainable = sum(p.numel() for p in params)
+    named = [(n, p) for n, p in model.task_parameters(model.active) if p.requires_grad]
+    params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = data.lengths()
     epochs = [bucketed_batches(lengths, cfg.batch_size, seed + epoch) for epoch in range(cfg.epochs)]
     total_steps = sum(len(b) for b in epochs)
+    pos = {"epoch": 0, "batch": 0, "step": 0, "skipped": 0, "consecutive": 0, "samples": 0, "seconds": 0.0, "curve": [], "window": []}
+    found = find_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if found is not None:
+        pos.update(load_checkpoint(found, named, optimizer))
+        log({"event": "resume_stage", "step": pos["step"], "checkpoint": str(found)})
     model.train()
     peak = PeakMemory(device)
-    started, step, skipped, consecutive, samples = time.perf_counter(), 0, 0, 0, 0
-    curve, window = [], []
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, unit="step")
-    for epoch, batches in enumerate(epochs):
-        for batch_ids in batches:
+    started = time.perf_counter() - pos["seconds"]
+    bar = tqdm(total=total_steps, initial=pos["step"], desc=desc, disable=not progress, leave=False, unit="step")
+    for epoch in range(pos["epoch"], cfg.epochs):
+        first = pos["batch"] if epoch == pos["epoch"] else 0
+        for b in range(first, len(epochs[epoch])):
+            batch_ids = epochs[epoch][b]
             batch = pad_batch([data.source_ids[i] for i in batch_ids], [data.target_ids[i] for i in batch_ids], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = model(**batch).loss
-            step += 1
+            pos["step"] += 1
             bar.update(1)
             if not math.isfinite(loss.item()):
-                skipped, consecutive = skipped + 1, consecutive + 1
+                pos["skipped"] += 1
+                pos["consecutive"] += 1
                 optimizer.zero_grad(set_to_none=True)
-                log({"event": "nonfinite_loss", "step": step, "epoch": epoch})
-                if consecutive >= cfg.max_consecutive_nonfinite:
-                    raise DivergenceError(f"{desc}: {consecutive} non-finite losses in a row at step {step}; lower train.lr (now {cfg.lr})")
-                continue
-            consecutive = 0
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            samples += len(batch_ids)
-            window.append(loss.item())
-            if step % cfg.log_every == 0 or step == total_steps:
-                point = {"step": step, "epoch": epoch, "loss": sum(window) / len(window), "seconds": round(time.perf_counter() - started, 3)}
-                curve.append(point)
+                log({"event": "nonfinite_loss", "step": pos["step"], "epoch": epoch})
+                if pos["consecutive"] >= cfg.max_consecutive_nonfinite:
+                    raise DivergenceError(f"{desc}: {pos['consecutive']} non-finite losses in a row at step {pos['step']}; "
+                                          f"lower train.lr (now {cfg.lr}); the last good checkpoint is kept")
+            else:
+                pos["consecutive"] = 0
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                pos["samples"] += len(batch_ids)
+                pos["window"].append(loss.item())
+            if pos["window"] and (pos["step"] % cfg.log_every == 0 or pos["step"] == total_steps):
+                point = {"step": pos["step"], "epoch": epoch, "loss": sum(pos["window"]) / len(pos["window"]),
+                         "seconds": round(time.perf_counter() - started, 3)}
+                pos["curve"].append(point)
+                pos["window"] = []
                 log({"event": "train_loss", **point})
                 bar.set_postfix(loss=f"{point['loss']:.3f}")
-                window = []
+            every = cfg.checkpoint_every_steps
+            if checkpoint_dir is not None and every and pos["step"] % every == 0 and pos["step"] < total_steps:
+                pos.update(epoch=epoch, batch=b + 1, seconds=time.perf_counter() - started)
+                save_checkpoint(checkpoint_dir, named, optimizer, dict(pos))
+                log({"event": "checkpoint", "step": pos["step"]})
     bar.close()
     seconds = time.perf_counter() - started
     model.eval()
-    return StageCost(n_trainable, seconds, samples / seconds if seconds > 0 else 0.0, peak.read(), step, skipped, curve)
+    n_trainable = sum(p.numel() for p in params)
+    return StageCost(n_trainable, seconds, pos["samples"] / seconds if seconds > 0 else 0.0, peak.read(), pos["step"],
+                     pos["skipped"], pos["curve"])
