@@ -20,6 +20,8 @@ from codecl.errors import ConfigError
 
 LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
 METHOD_NAMES = ("lora", "full_layer", "hybrid", "hybrid_shared")
+EXEC_LANGUAGES = ("python", "javascript")
+"""Languages whose generated code the sandbox can run (`eval.exec_benchmarks`)."""
 
 
 class _Checks:
@@ -209,6 +211,18 @@ class EvalConfig:
     """1 = greedy decoding (the default); > 1 = beam search."""
     batch_size: int = 32
     """Generation batch size."""
+    exec_benchmarks: tuple[str, ...] = ()
+    """Execution benchmarks for `pass_at_1` after every stage, one per task: `LANGUAGE=SOURCE`
+    (e.g. `python=/data/HumanEval.jsonl.gz`, `javascript=THUDM/humaneval-x:js`), SOURCE a local
+    HumanEval / HumanEval-X / MBXP JSONL(.gz) file or a hub name. Tasks without one get null.
+    Nothing runs without `allow_code_execution` (see `codecl.execution.inrun`)."""
+    allow_code_execution: bool = False
+    """Opt-in: run generated code in the sandbox for `exec_benchmarks`. Off: `pass_at_1` is
+    reported as skipped, never as 0."""
+    exec_timeout_s: float = 10.0
+    """Wall-clock limit per executed program (seconds)."""
+    exec_max_problems: int | None = None
+    """Evaluate only the first N problems of each benchmark (None = all)."""
 
     def __post_init__(self):
         c = _Checks("eval.")
@@ -216,6 +230,19 @@ class EvalConfig:
         c.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         c.require(self.num_beams >= 1, "num_beams", "must be >= 1")
         c.require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        seen = set()
+        for item in self.exec_benchmarks:
+            language, sep, source = item.partition("=")
+            language = language.strip()
+            c.require(bool(sep) and bool(language) and bool(source.strip()), "exec_benchmarks",
+                      f"items must be LANGUAGE=SOURCE (e.g. python=HumanEval.jsonl.gz), got {item!r}")
+            c.require(not sep or language in EXEC_LANGUAGES, "exec_benchmarks",
+                      f"language {language!r} cannot be executed; supported: {', '.join(EXEC_LANGUAGES)}")
+            c.require(language not in seen, "exec_benchmarks", f"names {language!r} twice")
+            seen.add(language)
+        c.require(self.exec_timeout_s > 0, "exec_timeout_s", f"must be > 0, got {self.exec_timeout_s}")
+        c.require(self.exec_max_problems is None or self.exec_max_problems > 0, "exec_max_problems",
+                  f"must be positive or null, got {self.exec_max_problems}")
         c.raise_if_any()
 
 

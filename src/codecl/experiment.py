@@ -22,6 +22,7 @@ from codecl.data.batching import EncodedPairs, encode_pairs
 from codecl.errors import CheckpointError, ConfigError
 from codecl.evaluation.generate import generate_codes
 from codecl.evaluation.metrics import score_all
+from codecl.execution.inrun import METRIC as EXEC_METRIC, InRunExecutor
 from codecl.fileio import write_text
 from codecl.methods.continual import ContinualModel
 from codecl.model.base import load_base
@@ -93,8 +94,9 @@ def load_task_data(cfg: RunConfig, tokenizer) -> dict[str, TaskData]:
 
 
 def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, TaskData], trained: list[str], cfg: RunConfig,
-                 device, progress: bool, desc: str) -> dict[str, list]:
-    """Score every task: a trained task with its own modules, any other with the latest task's."""
+                 device, progress: bool, desc: str, executor: InRunExecutor | None = None) -> dict[str, list]:
+    """Score every task: a trained task with its own modules, any other with the latest task's.
+    With an `executor` (benchmarks configured and execution allowed), `pass_at_1` too: null for a task without a benchmark."""
     rows: dict[str, list] = {}
     for language, data in tasks.items():
         if cm is not None:
@@ -102,6 +104,10 @@ def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, T
         hyps = generate_codes(model, tokenizer, data.eval_sources, cfg.data.max_source_tokens, cfg.eval, device, progress, f"{desc} eval {language}")
         for metric, value in score_all(hyps, data.eval_references, language).items():
             rows.setdefault(metric, []).append(value)
+        if executor is not None:
+            generate = lambda sources: generate_codes(model, tokenizer, sources, cfg.data.max_source_tokens, cfg.eval, device,  # noqa: E731
+                                                      progress, f"{desc} exec {language}")
+            rows.setdefault(EXEC_METRIC, []).append(executor.pass_at_1(language, generate, stage=desc))
     return rows
 
 
@@ -139,18 +145,19 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     tasks = load_task_data(cfg, tokenizer)
     log({"event": "data", **{t: {"train": len(d.train), "eval": len(d.eval_sources), "truncated_sources": d.train.truncated_sources,
                                 "truncated_targets": d.train.truncated_targets} for t, d in tasks.items()}})
+    executor = InRunExecutor.from_config(cfg, log)  # None without benchmarks, or without the opt-in (logs exec_skipped)
 
     stage0 = next((run["scores"] for run in results["runs"] if run["stages"]), None)
     stage0 = {m: [R[0]] for m, R in stage0.items()} if stage0 else None
     if stage0 is None:
-        stage0 = {m: [row] for m, row in evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base").items()}
+        stage0 = {m: [row] for m, row in evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base", executor).items()}
         log({"event": "stage0", "scores": {m: R[0] for m, R in stage0.items()}})
 
     for seed in cfg.seeds:
         for method in cfg.methods:
             run = find_run(results, method, seed) or {"method": method, "seed": seed, "stages": ["base"],
                                                        "scores": json.loads(json.dumps(stage0))}
-            _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress)
+            _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress, executor)
     log({"event": "done", "seconds": round(time.perf_counter() - started, 2)})
     log.close()
 
@@ -162,7 +169,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     return results
 
 
-def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress) -> None:
+def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress, executor=None) -> None:
     base, _, info = load_base(cfg.model, cfg, progress=False)  # a fresh frozen base: PEFT edits modules in place
     cm = ContinualModel(base, method, cfg.method, info).to(device)
     for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
@@ -180,7 +187,7 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
         cost = train_task(cm, tasks[task].train, cfg.train, tokenizer.pad_token_id, device, seed * 1000 + index,
                           log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc)
         cm.save_task(task, folder, extra={"seed": seed, "stage": index})
-        rows = evaluate_all(cm, cm, tokenizer, tasks, cfg.tasks[:index], cfg, device, progress, desc)
+        rows = evaluate_all(cm, cm, tokenizer, tasks, cfg.tasks[:index], cfg, device, progress, desc, executor)
         run["stages"].append(task)
         for metric, row in rows.items():
             run["scores"].setdefault(metric, []).append(row)

@@ -157,12 +157,31 @@ def _header(results: dict) -> str:
         f"- **Inserted block**: {_cfg(cfg, 'method.block.stack')} stack, position {_cfg(cfg, 'method.block.position')}, "
         f"init {_cfg(cfg, 'method.block.init')}",
         f"- **Decoding**: {decoding}, at most {_cfg(cfg, 'eval.max_new_tokens')} new tokens",
+        *_exec_lines(cfg, tasks),
         f"- codecl {results['codecl_version']}, results schema {results['schema_version']}",
     ]
     incomplete = [_label(r) for r in results["runs"] if not is_complete(results, r)]
     if incomplete:
         lines += ["", f"\\* Incomplete (interrupted) runs, summarised at their last completed stage: {', '.join(incomplete)}."]
     return "\n".join(lines)
+
+
+def _exec_lines(cfg: dict, tasks: list[str]) -> list[str]:
+    """The `pass_at_1` line: where it comes from, or that it was skipped (never reported as 0)."""
+    ev = cfg.get("eval") if isinstance(cfg.get("eval"), dict) else {}
+    pairs = [str(item).split("=", 1) for item in ev.get("exec_benchmarks") or [] if "=" in str(item)]
+    pairs = [(lang.strip(), source.strip()) for lang, source in pairs if lang.strip() in tasks]
+    if not pairs:
+        return []
+    if not ev.get("allow_code_execution"):
+        return [f"- **pass@1** (`pass_at_1`): skipped: code execution not allowed "
+                f"(set `eval.allow_code_execution=true` to run the generated code in the sandbox)"]
+    cap = ev.get("exec_max_problems")
+    limit = f", first {cap} problems" if cap else ""
+    where = "; ".join(f"{lang} on `{Path(source).name}`" for lang, source in pairs)
+    return [f"- **pass@1** (`pass_at_1`): the function generated from each problem's description, run against the "
+            f"benchmark's unit tests in the sandbox ({where}{limit}; timeout {ev.get('exec_timeout_s', 'n/a')} s); "
+            f"n/a for tasks without a benchmark"]
 
 
 def _phase_table(results: dict, run: dict) -> str:
