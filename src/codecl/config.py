@@ -94,6 +94,9 @@ class EmbeddedModelConfig:
     """Pretraining AdamW learning rate (linear warm-up then decay)."""
     max_pretrain_examples: int | None = 6000
     """Cap on corpus texts used to train the tokenizer and the model."""
+    prefix_lm_fraction: float = 0.5
+    """Share of pretraining examples that use the prefix-LM objective (continue a cut piece of code)
+    instead of span corruption; it teaches the decoder to write long code, as T5's prefix-LM variant."""
 
     def __post_init__(self):
         c = _Checks("model.embedded.")
@@ -102,6 +105,7 @@ class EmbeddedModelConfig:
         c.require(self.vocab_size >= 512, "vocab_size", f"must be >= 512, got {self.vocab_size}")
         c.require(self.pretrain_steps >= 0, "pretrain_steps", "must be >= 0")
         c.require(0 < self.pretrain_lr < 1, "pretrain_lr", "must be in (0, 1)")
+        c.require(0 <= self.prefix_lm_fraction <= 1, "prefix_lm_fraction", f"must be in [0, 1], got {self.prefix_lm_fraction}")
         c.raise_if_any()
 
 
@@ -188,6 +192,8 @@ class TrainConfig:
     """Log the loss to events.jsonl every this many steps."""
     max_consecutive_nonfinite: int = 5
     """Stop with exit 5 after this many non-finite losses in a row (each one skips its step)."""
+    checkpoint_every_steps: int = 100
+    """Write a mid-stage checkpoint (weights, optimizer, RNG, data position) every this many steps; 0 = never."""
 
     def __post_init__(self):
         c = _Checks("train.")
@@ -198,6 +204,7 @@ class TrainConfig:
         c.require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         c.require(self.log_every >= 1, "log_every", "must be >= 1")
         c.require(self.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", "must be >= 1")
+        c.require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
         c.raise_if_any()
 
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from codecl import __version__
+from codecl.checkpoint import remove_checkpoint
 from codecl.config import RunConfig, to_dict
 from codecl.data.batching import EncodedPairs, encode_pairs
 from codecl.errors import CheckpointError, ConfigError
@@ -31,6 +32,7 @@ from codecl.train import seed_everything, train_task
 
 # Provenance that must match for --resume to continue a run (SPEC: refuse and show what differs).
 _RESUME_KEYS = ("tasks", "data", "model", "method", "train", "eval")
+_RESUME_FREE_TRAIN_KEYS = ("device", "log_every", "checkpoint_every_steps")
 
 
 @dataclass
@@ -112,7 +114,10 @@ def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, T
 
 
 def _check_resume(results: dict, cfg: RunConfig, path: Path) -> None:
-    saved, now = results.get("config", {}), to_dict(cfg)
+    saved, now = json.loads(json.dumps(results.get("config", {}))), to_dict(cfg)
+    for settings in (saved, now):  # how often to log or checkpoint, and where, change no result
+        for key in _RESUME_FREE_TRAIN_KEYS:
+            settings.get("train", {}).pop(key, None)
     diffs = [f"{k}: {json.dumps(saved.get(k))} -> {json.dumps(now.get(k))}" for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
     if diffs:
         raise ConfigError(f"{path}: cannot resume with a changed configuration ({'; '.join(diffs)}); use another --output-dir")
@@ -185,8 +190,10 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
         cm.activate(task)
         desc = f"{method} seed-{seed} {index}/{len(cfg.tasks)} {task}"
         cost = train_task(cm, tasks[task].train, cfg.train, tokenizer.pad_token_id, device, seed * 1000 + index,
-                          log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc)
+                          log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc,
+                          checkpoint_dir=folder.with_name(f"{task}.checkpoint"))
         cm.save_task(task, folder, extra={"seed": seed, "stage": index})
+        remove_checkpoint(folder.with_name(f"{task}.checkpoint"))  # the stage's modules are sealed: the checkpoint is spent
         rows = evaluate_all(cm, cm, tokenizer, tasks, cfg.tasks[:index], cfg, device, progress, desc, executor)
         run["stages"].append(task)
         for metric, row in rows.items():
