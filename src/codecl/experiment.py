@@ -143,6 +143,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
 
     _quiet_transformers()
     base, tokenizer, info = load_base(cfg.model, cfg, progress=progress)
+    log({"event": "phase", "name": "base_model", "seconds": round(time.perf_counter() - started, 2)})
     if results is not None and results["base_model"].get("fingerprint") != info.fingerprint:
         raise CheckpointError(f"{results_path}: recorded base fingerprint {results['base_model'].get('fingerprint')} "
                               f"differs from the loaded base's {info.fingerprint}; use another --output-dir")
@@ -155,20 +156,22 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     stage0 = next((run["scores"] for run in results["runs"] if run["stages"]), None)
     stage0 = {m: [R[0]] for m, R in stage0.items()} if stage0 else None
     if stage0 is None:
+        mark = time.perf_counter()
         stage0 = {m: [row] for m, row in evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base", executor).items()}
-        log({"event": "stage0", "scores": {m: R[0] for m, R in stage0.items()}})
+        log({"event": "stage0", "scores": {m: R[0] for m, R in stage0.items()}, "eval_seconds": round(time.perf_counter() - mark, 2)})
 
     for seed in cfg.seeds:
         for method in cfg.methods:
             run = find_run(results, method, seed) or {"method": method, "seed": seed, "stages": ["base"],
                                                        "scores": json.loads(json.dumps(stage0))}
             _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress, executor)
-    log({"event": "done", "seconds": round(time.perf_counter() - started, 2)})
-    log.close()
-
     from codecl.report import summary_table, write_report
 
+    mark = time.perf_counter()
     report = write_report(out)
+    log({"event": "phase", "name": "report", "seconds": round(time.perf_counter() - mark, 2)})
+    log({"event": "done", "seconds": round(time.perf_counter() - started, 2)})
+    log.close()
     print(summary_table(results))  # --quiet drops the progress bars, never the summary (SPEC)
     print(f"\nrun folder: {out}\nresults:    {results_path}\nreport:     {report}\nplots:      {out / 'plots'}")
     return results
@@ -194,7 +197,9 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
                           checkpoint_dir=folder.with_name(f"{task}.checkpoint"))
         cm.save_task(task, folder, extra={"seed": seed, "stage": index})
         remove_checkpoint(folder.with_name(f"{task}.checkpoint"))  # the stage's modules are sealed: the checkpoint is spent
+        mark = time.perf_counter()
         rows = evaluate_all(cm, cm, tokenizer, tasks, cfg.tasks[:index], cfg, device, progress, desc, executor)
+        eval_seconds = time.perf_counter() - mark
         run["stages"].append(task)
         for metric, row in rows.items():
             run["scores"].setdefault(metric, []).append(row)
@@ -207,7 +212,7 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
         finalize_run(run)
         upsert_run(results, run)
         save_results(out / "results.json", results)
-        log({"event": "stage", "method": method, "seed": seed, "task": task, "seconds": cost.seconds,
+        log({"event": "stage", "method": method, "seed": seed, "task": task, "seconds": cost.seconds, "eval_seconds": round(eval_seconds, 2),
              "samples_per_second": cost.samples_per_second, "peak_memory_bytes": cost.peak_memory_bytes,
              "scores": {m: r for m, r in rows.items()}})
     if "stored_parameters" not in run:

@@ -59,7 +59,9 @@ def pretraining_texts(cfg) -> list[str]:
 
 def ensure_embedded_base(cfg, progress: bool = True) -> Path:
     """Return the cached embedded base folder, building it first if needed."""
+    started = time.perf_counter()
     texts = pretraining_texts(cfg)
+    timing = {"corpus_s": round(time.perf_counter() - started, 2)}
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     folder = cache_dir() / "models" / model_key(cfg, digest)
     if (folder / "manifest.json").is_file():
@@ -70,12 +72,16 @@ def ensure_embedded_base(cfg, progress: bool = True) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
+        mark = time.perf_counter()
         tokenizer = train_tokenizer(texts, cfg.model.embedded.vocab_size)
+        timing["tokenizer_s"] = round(time.perf_counter() - mark, 2)
         model = build_model(cfg.model.embedded, tokenizer)
+        mark = time.perf_counter()
         curve = pretrain(model, tokenizer, texts, cfg.model.embedded, seed=cfg.train.seed, progress=progress)
+        timing["pretrain_s"] = round(time.perf_counter() - mark, 2)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        write_json(staging / "pretrain_loss.json", {"steps": curve, "texts": len(texts), "corpus_sha256": digest})
+        write_json(staging / "pretrain_loss.json", {"steps": curve, "texts": len(texts), "corpus_sha256": digest, "timing": timing})
         write_manifest(staging)
         if folder.exists():  # another process finished first
             shutil.rmtree(staging)

@@ -1,0 +1,141 @@
+"""Training throughput: codecl's loop vs Hugging Face's Seq2SeqTrainer + PEFT, side by side.
+
+In one process, on the same model, data and batch size:
+  (a) codecl: `codecl.train.train_task` on a `ContinualModel` (dynamic padding, length buckets);
+  (b) reference: `Seq2SeqTrainer` + PEFT LoRA at its best settings (`DataCollatorForSeq2Seq`
+      dynamic padding, `group_by_length=True`, no evaluation, logging and saving off);
+  (c) the predecessor's way: the same Trainer, every example padded to the max length (512).
+Also this machine's fp32 matmul peak, and codecl's model-FLOP utilisation against it.
+The last line printed is one JSON object.
+
+    python bench/train_throughput.py [--samples 160] [--shapes quickstart,codet5-small] [--methods lora,hybrid]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import torch
+
+from codecl.config import LoraConfig, MethodConfig, TrainConfig, load_config
+from codecl.data.batching import encode_pairs
+from codecl.methods.continual import ContinualModel
+from codecl.model.base import BaseInfo, count_parameters, fingerprint, freeze
+from codecl.train import seed_everything, train_task
+
+SHAPES = {
+    "quickstart": dict(d_model=128, d_kv=32, d_ff=512, num_layers=4, num_decoder_layers=4, num_heads=4, vocab_size=4096),
+    "codet5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, vocab_size=32100),
+}
+
+
+def matmul_peak_gflops(n: int = 1024, seconds: float = 2.0) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        done += 1
+    return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
+
+
+def make_model(shape: str):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(**SHAPES[shape], feed_forward_proj="relu", dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    model = freeze(T5ForConditionalGeneration(config))
+    return model, BaseInfo(shape, shape, fingerprint(model, shape), count_parameters(model))
+
+
+def model_flops(model, enc_tokens: int, dec_tokens: int, trainable: int) -> float:
+    """Forward 2N + backward-through-activations 2N per token, + 4N for trainable weights' gradients."""
+    enc = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder."))
+    dec = count_parameters(model) - enc
+    return 4 * (enc * enc_tokens + dec * dec_tokens) + 2 * trainable * (enc_tokens + dec_tokens)
+
+
+def run_codecl(shape, method, data, cfg):
+    model, info = make_model(shape)
+    cm = ContinualModel(model, method, MethodConfig(lora=LoraConfig()), info)
+    seed_everything(42)
+    cm.add_task("python")
+    cm.activate("python")
+    cost = train_task(cm, data, cfg, 0, torch.device("cpu"), seed=42, progress=False)
+    enc_tokens = sum(len(s) for s in data.source_ids) * cfg.epochs
+    dec_tokens = sum(len(t) for t in data.target_ids) * cfg.epochs
+    return cost.samples_per_second, cost.seconds, model_flops(cm.base, enc_tokens, dec_tokens, cost.trainable_parameters)
+
+
+def run_reference(shape, method, data, cfg, pad_to: int | None):
+    """Seq2SeqTrainer + PEFT LoRA (hybrid: + a trainable copy of the top encoder block via modules_to_save)."""
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLora, TaskType, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    model, _ = make_model(shape)
+    top = f"encoder.block.{model.config.num_layers - 1}"
+    lora = PeftLora(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["q", "k", "v", "o", "wi", "wo"],
+                    modules_to_save=[top] if method == "hybrid" else None)
+    model = get_peft_model(model, lora)
+    rows = {"input_ids": data.source_ids, "labels": data.target_ids}
+    if pad_to:
+        rows = {"input_ids": [s + [0] * (pad_to - len(s)) for s in data.source_ids],
+                "labels": [t + [-100] * (pad_to - len(t)) for t in data.target_ids]}
+    dataset = Dataset.from_dict(rows)
+    with tempfile.TemporaryDirectory() as out:
+        args = Seq2SeqTrainingArguments(
+            output_dir=out, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+            max_grad_norm=cfg.grad_clip, group_by_length=pad_to is None, eval_strategy="no", save_strategy="no",
+            logging_strategy="no", report_to=[], use_cpu=True, seed=42, dataloader_num_workers=0, disable_tqdm=True,
+        )
+        collator = DataCollatorForSeq2Seq(tokenizer=None, model=model, label_pad_token_id=-100, padding=True) if pad_to is None else None
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    return len(data) * cfg.epochs / seconds, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=160)
+    parser.add_argument("--shapes", default="quickstart,codet5-small")
+    parser.add_argument("--methods", default="lora,hybrid")
+    parser.add_argument("--predecessor", action="store_true", help="also time (c), padding to 512 (slow)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    from codecl.data.tasks import load_pairs
+    from codecl.model.embedded import train_tokenizer
+
+    qs = load_config("quickstart")
+    pairs = load_pairs(qs.data, "python", "train")[: args.samples]
+    tokenizer = train_tokenizer([p.source for p in pairs] + [p.target for p in pairs], 4096)
+    data = encode_pairs(tokenizer, [p.source for p in pairs], [p.target for p in pairs], 64, 256)
+    cfg = TrainConfig(epochs=1, batch_size=8, checkpoint_every_steps=0)
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; {len(data)} samples, mean length {sum(data.lengths()) / len(data):.0f} tokens")
+    print(f"{'shape':14} {'method':8} {'codecl s/s':>11} {'HF s/s':>9} {'ratio':>6} {'pad-512 s/s':>12} {'MFU':>6}")
+    rows = []
+    for shape in args.shapes.split(","):
+        for method in args.methods.split(","):
+            ours, seconds, flops = run_codecl(shape, method, data, cfg)
+            ref, _ = run_reference(shape, method, data, cfg, None)
+            pred = run_reference(shape, method, data, cfg, 512)[0] if args.predecessor else None
+            mfu = flops / seconds / 1e9 / peak
+            rows.append({"shape": shape, "method": method, "codecl_samples_per_s": ours, "reference_samples_per_s": ref,
+                         "predecessor_samples_per_s": pred, "ratio": ours / ref, "mfu": mfu})
+            pred_s = f"{pred:12.2f}" if pred else f"{'-':>12}"
+            print(f"{shape:14} {method:8} {ours:11.2f} {ref:9.2f} {ours / ref:6.2f} {pred_s} {mfu:6.1%}")
+    worst = min(rows, key=lambda r: r["ratio"])
+    print(json.dumps({"codecl_samples_per_s": worst["codecl_samples_per_s"], "reference_samples_per_s": worst["reference_samples_per_s"],
+                      "ratio": worst["ratio"], "mfu": min(r["mfu"] for r in rows), "matmul_peak_gflops": peak, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
