@@ -1,11 +1,13 @@
 """Test helpers: tiny T5 models built from config (offline) and the shared data folder."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the repository, or wherever $CODECL_SHARED_DATA points.
+SHARED_DATA = Path(os.environ.get("CODECL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def codet5_small_config():

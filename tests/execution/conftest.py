@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from codecl.execution import Sandbox, SandboxConfig
+from helpers import SHARED_DATA
 
-EXEC_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "exec"
+EXEC_DATA = SHARED_DATA / "exec"
 
 
 def _data_file(relative: str) -> Path:

@@ -9,8 +9,9 @@ from codecl.config import load_config
 from codecl.errors import ConfigError
 from codecl.execution import Problem, Sandbox, SandboxConfig, load_benchmark, run_problem_samples
 from codecl.execution.inrun import SKIPPED_NOTE, canonical_function, completion_for, prepare_problem, program_parts
+from helpers import SHARED_DATA
 
-HUMANEVAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "exec" / "humaneval" / "HumanEval.jsonl.gz"
+HUMANEVAL = SHARED_DATA / "exec" / "humaneval" / "HumanEval.jsonl.gz"
 # Headers with helpers (10, 38), `import math` before the docstring (115), the first problems.
 PICKED = ["HumanEval/0", "HumanEval/1", "HumanEval/10", "HumanEval/38", "HumanEval/115"]
 
