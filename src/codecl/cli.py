@@ -178,6 +178,102 @@ def evaluate_exec(benchmark, samples, ks, timeout_s, workers, allow_code_executi
     click.echo(json.dumps(summary))
 
 
+def _run_options(f):
+    f = click.option("--device", help="cpu, cuda, cuda:N or auto (default: the run's train.device).")(f)
+    f = click.option("--seed", type=int, help="Seed of the run to use (default: the best final average BLEU).")(f)
+    f = click.option("--method", help="Method whose modules to use (default: the best final average BLEU).")(f)
+    return f
+
+
+def _read_requests(path: str, language: str | None) -> list[dict]:
+    """JSONL of {"prompt", "language"?, ...}; every line needs a language (its own or --language)."""
+    from codecl.errors import DataError
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise DataError(f"{path}:{lineno}: each line must be an object with a string \"prompt\"")
+        record.setdefault("language", language)
+        if not isinstance(record["language"], str):
+            raise DataError(f"{path}:{lineno}: no language: give \"language\" on the line or --language")
+        records.append({**record, "_line": lineno})
+    return records
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("prompt", required=False)
+@_run_options
+@click.option("--language", help="Language to generate (for --input: the default of lines without one).")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help='JSONL of {"prompt", "language"?}; prints JSONL of {"prompt", "language", "code"}.')
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Generation budget (default: the run's eval.max_new_tokens).")
+def generate(run_dir, prompt, method, seed, device, language, input_file, max_new_tokens):
+    """Generate code for a description with a finished run's modules of LANGUAGE."""
+    from codecl.errors import UnknownLanguageError
+    from codecl.serve.generator import load, resolve_run
+
+    if (prompt is None) == (input_file is None):
+        raise ConfigError("give either a PROMPT or --input FILE (JSONL), not both" if prompt else "give a PROMPT or --input FILE (JSONL)")
+    if prompt is not None and not language:
+        raise ConfigError("--language is required with a PROMPT (e.g. --language python)")
+    records = _read_requests(input_file, language) if input_file else [{"prompt": prompt, "language": language, "_line": 0}]
+    trained = resolve_run(run_dir, method, seed)[1]["stages"][1:]  # checked before the model loads
+    for record in records:
+        if record["language"] not in trained:
+            exc = UnknownLanguageError(record["language"], trained)
+            raise (ConfigError(f"{input_file}:{record['_line']}: {exc}") if input_file else exc)
+    generator = load(run_dir, method=method, seed=seed, device=device)
+    codes: dict[int, str] = {}
+    for lang in dict.fromkeys(r["language"] for r in records):  # one batched call per language
+        index = [i for i, r in enumerate(records) if r["language"] == lang]
+        for i, code in zip(index, generator.generate_batch([records[i]["prompt"] for i in index], lang, max_new_tokens)):
+            codes[i] = code
+    if input_file is None:
+        click.echo(codes[0])
+        return
+    for i, record in enumerate(records):
+        record.pop("_line")
+        click.echo(json.dumps({**record, "code": codes[i]}, ensure_ascii=False))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@_run_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: a free one, printed).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Largest batch of concurrent same-language requests (1: batching off).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="How long a request may wait for others to join its batch.")
+@click.option("--max-prompt-chars", type=click.IntRange(min=1), default=4000, show_default=True, help="Longer prompts get 413.")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's; 1 helps on a busy machine).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
+def serve(run_dir, method, seed, device, host, port, max_batch, max_wait_ms, max_prompt_chars, threads, log_level):
+    """Serve a finished run over HTTP: POST /v1/generate, GET /v1/tasks, GET /healthz."""
+    from codecl.serve.generator import load
+    from codecl.serve.server import require_dependencies, serve as run_server
+
+    require_dependencies()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    generator = load(run_dir, method=method, seed=seed, device=device)
+    run_server(generator, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_prompt_chars=max_prompt_chars,
+               log_level=log_level)
+
+
 def main() -> None:
     import warnings
 

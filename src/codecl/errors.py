@@ -33,3 +33,11 @@ class DivergenceError(CodeclError):
     """Training produced non-finite losses too many times in a row (exit 5)."""
 
     exit_code = 5
+
+
+class UnknownLanguageError(ConfigError):
+    """A language the loaded run has no trained modules for (exit 2; HTTP 404 when serving)."""
+
+    def __init__(self, language: str, known: list[str]):
+        self.language, self.known = language, list(known)
+        super().__init__(f"no trained modules for language {language!r}; known: {', '.join(self.known)}")

@@ -1,0 +1,156 @@
+"""`codecl.load(run_dir)`: a finished run's frozen base and per-language modules, loaded once, as a `Generator`.
+
+Generation goes through the run's own evaluation path: `generate_codes` with the run's `eval`
+config and `data.max_source_tokens`, the language's modules activated (`ContinualModel.activate`),
+on the run's device. `generate_batch` over the run's validation prompts therefore returns exactly
+the code the run scored after its last stage; a prompt alone or in another batch differs only by
+masked padding (identical on the smoke and quickstart runs). Only `max_new_tokens` may change per call.
+
+Modules are loaded in training order, so for `hybrid_shared` the shared block is the one the last
+trained task saved: the model as it stood when the run finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from codecl.config import RunConfig, from_dict
+from codecl.errors import AdapterMismatchError, CodeclError, ConfigError, UnknownLanguageError
+from codecl.evaluation.generate import generate_codes
+from codecl.fileio import verify_manifest
+from codecl.methods.continual import ContinualModel
+from codecl.model.base import load_base
+from codecl.results import is_complete, load_results
+
+
+class Generator:
+    """One method/seed of a run, every trained language's modules in memory; thread-safe (one model lock)."""
+
+    def __init__(self, run_dir: Path, results: dict, run: dict, model: ContinualModel, tokenizer, cfg: RunConfig, device):
+        self.run_dir, self.results, self.run = Path(run_dir), results, run
+        self.model, self.tokenizer, self.cfg, self.device = model, tokenizer, cfg, device
+        self._lock = threading.Lock()  # activate() switches modules in place: one request batch at a time
+
+    @property
+    def method(self) -> str:
+        return self.run["method"]
+
+    @property
+    def seed(self) -> int:
+        return self.run["seed"]
+
+    @property
+    def tasks(self) -> list[str]:
+        """Languages with trained modules, in training order."""
+        return list(self.model.tasks)
+
+    def check_language(self, language: str) -> None:
+        if language not in self.model.tasks:
+            raise UnknownLanguageError(language, self.tasks)
+
+    def generate(self, prompt: str, language: str, max_new_tokens: int | None = None) -> str:
+        """Code for one natural-language description."""
+        return self.generate_batch([prompt], language, max_new_tokens)[0]
+
+    def generate_batch(self, prompts: list[str], language: str, max_new_tokens: int | None = None) -> list[str]:
+        """Code for every description, in input order, with `language`'s modules."""
+        if isinstance(prompts, str):
+            raise ConfigError("generate_batch takes a list of prompts; use generate() for a single one")
+        prompts = list(prompts)
+        bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
+        if bad is not None:
+            raise ConfigError(f"prompts[{bad}] must be a string, got {type(prompts[bad]).__name__}")
+        self.check_language(language)
+        eval_cfg = self.cfg.eval
+        if max_new_tokens is not None:
+            if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+                raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+            eval_cfg = dataclasses.replace(eval_cfg, max_new_tokens=max_new_tokens)
+        if not prompts:
+            return []
+        with self._lock:
+            self.model.activate(language)
+            return generate_codes(self.model, self.tokenizer, prompts, self.cfg.data.max_source_tokens, eval_cfg,
+                                  self.device, progress=False)
+
+    def describe(self) -> dict:
+        """The served method/seed and languages, the base, and every method of the run (no local paths: it is served over HTTP)."""
+        methods = {}
+        for run in self.results["runs"]:
+            entry = methods.setdefault(run["method"], {"seeds": [], "languages": run["stages"][1:], "final_average_bleu": {}})
+            entry["seeds"].append(run["seed"])
+            entry["final_average_bleu"][str(run["seed"])] = run.get("final_average", {}).get("bleu")
+        base = {k: v for k, v in self.model.base_info.as_dict().items() if k != "path"}
+        return {"method": self.method, "seed": self.seed, "languages": self.tasks,
+                "base_model": base, "max_source_tokens": self.cfg.data.max_source_tokens,
+                "max_new_tokens": self.cfg.eval.max_new_tokens, "methods": methods}
+
+
+def pick_run(results: dict, method: str | None = None, seed: int | None = None) -> dict:
+    """The run to serve: `method`/`seed` if given, else the best final average BLEU (finished runs first)."""
+    runs = [r for r in results["runs"] if len(r["stages"]) > 1]
+    if method is not None:
+        available = sorted({r["method"] for r in runs})
+        if method not in available:
+            raise ConfigError(f"method {method!r} has no trained modules in this run; available: {', '.join(available) or 'none'}")
+        runs = [r for r in runs if r["method"] == method]
+    if seed is not None:
+        seeds = sorted({r["seed"] for r in runs})
+        if seed not in seeds:
+            raise ConfigError(f"seed {seed} has no trained modules{f' for {method}' if method else ''}; available: {', '.join(map(str, seeds))}")
+        runs = [r for r in runs if r["seed"] == seed]
+    if not runs:
+        raise ConfigError("the run has no trained modules yet (no method finished a stage)")
+    # max() keeps the first of equals: results.json order, i.e. the configured method order.
+    return max(runs, key=lambda r: (is_complete(results, r), r.get("final_average", {}).get("bleu") or 0.0))
+
+
+def resolve_run(run_dir: str | Path, method: str | None = None, seed: int | None = None) -> tuple[dict, dict]:
+    """(results, the run to serve) without loading any model: enough to check methods and languages."""
+    results = load_results(Path(run_dir) / "results.json")
+    return results, pick_run(results, method, seed)
+
+
+def load(run_dir: str | Path, method: str | None = None, seed: int | None = None, device: str | None = None,
+         progress: bool = False) -> Generator:
+    """Load a run folder's base and the trained modules of one method/seed; see `Generator`."""
+    from codecl.experiment import pick_device
+
+    run_dir = Path(run_dir)
+    results, run = resolve_run(run_dir, method, seed)
+    cfg = from_dict(results["config"])
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    base, tokenizer, info = _load_recorded_base(results["base_model"], cfg) or load_base(cfg.model, cfg, progress=progress)
+    recorded = results["base_model"].get("fingerprint")
+    if recorded != info.fingerprint:
+        raise AdapterMismatchError(f"{run_dir / 'results.json'}: the run was trained on base fingerprint {recorded}, "
+                                   f"but {cfg.model.name!r} loads as {info.fingerprint}")
+    model = ContinualModel(base, run["method"], cfg.method, info)
+    for task in run["stages"][1:]:  # training order: a shared block ends as the last task saved it
+        model.load_task(task, run_dir / run["method"] / f"seed-{run['seed']}" / task)
+    target = pick_device(device or cfg.train.device)
+    model.to(target).eval()
+    return Generator(run_dir, results, run, model, tokenizer, cfg, target)
+
+
+def _load_recorded_base(recorded: dict, cfg: RunConfig):
+    """The embedded base from the cache folder results.json names, if it is still there with the same
+    fingerprint; None otherwise (then `load_base` finds it by its key, or rebuilds it). This skips
+    re-reading the corpus that `load_base` hashes to find the folder."""
+    from codecl.model.base import BaseInfo, count_parameters, fingerprint, freeze, load_pretrained
+
+    folder = Path(recorded.get("path") or "")
+    if cfg.model.name != "embedded" or not (folder / "manifest.json").is_file():
+        return None
+    try:
+        verify_manifest(folder)
+        model, tokenizer = load_pretrained(str(folder), cfg.model.frozen_dtype)
+    except CodeclError:
+        return None
+    freeze(model).eval()
+    info = BaseInfo(cfg.model.name, str(folder), fingerprint(model, cfg.model.name), count_parameters(model))
+    return (model, tokenizer, info) if info.fingerprint == recorded.get("fingerprint") else None

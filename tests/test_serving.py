@@ -1,0 +1,370 @@
+"""Serving (`codecl.serve`): the Python API, `codecl generate` and the HTTP server against a real smoke run.
+
+The run is produced once (a real `codecl run` subprocess, hybrid_shared only: LoRA adapters and a
+shared block, the case where loading order matters). The "run's evaluation" is recomputed by the
+path `codecl.experiment` takes: a fresh base, the modules loaded in training order, `generate_codes`
+on the validation prompts; the served code must equal it, and must score what results.json records.
+"""
+import asyncio
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from codecl.errors import ConfigError, UnknownLanguageError
+
+METHOD = "hybrid_shared"
+LANGUAGES = ["python", "javascript"]
+
+
+def _env(cache) -> dict:
+    # One torch thread everywhere: on a shared 2-core machine oversubscribed threads make the tiny
+    # model ~10x slower, and the run and its reproduction then share one reduction order.
+    return {**os.environ, "CODECL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def codecl(*args, cache, check=True, stdin=None):
+    proc = subprocess.run([sys.executable, "-m", "codecl", *args], capture_output=True, text=True, env=_env(cache),
+                          input=stdin, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"codecl {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("codecl-cache")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    codecl("run", "--preset", "smoke", "--methods", METHOD, "--output-dir", str(out), "--quiet", cache=cache)
+    return out
+
+
+@pytest.fixture(scope="module")
+def in_cache(cache):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:  # in-process loads find the run's embedded base in the module's cache
+        mp.setenv("CODECL_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield cache
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generator(run_dir, in_cache):
+    import codecl
+
+    return codecl.load(run_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluation(run_dir, in_cache):
+    """{language: (validation prompts, codes)} as the run's last-stage evaluation produces them."""
+    from codecl.config import from_dict
+    from codecl.data.tasks import load_pairs
+    from codecl.evaluation.generate import generate_codes
+    from codecl.experiment import pick_device
+    from codecl.methods.continual import ContinualModel
+    from codecl.model.base import load_base
+
+    cfg = from_dict(json.loads((run_dir / "results.json").read_text())["config"])
+    base, tokenizer, info = load_base(cfg.model, cfg, progress=False)
+    cm = ContinualModel(base, METHOD, cfg.method, info)
+    for task in cfg.tasks:
+        cm.load_task(task, run_dir / METHOD / "seed-42" / task)
+    device = pick_device(cfg.train.device)
+    cm.to(device)
+    out = {}
+    for language in cfg.tasks:
+        cm.activate(language)
+        prompts = [p.source for p in load_pairs(cfg.data, language, cfg.eval.split)]
+        out[language] = (prompts, generate_codes(cm, tokenizer, prompts, cfg.data.max_source_tokens, cfg.eval, device, False))
+    return out
+
+
+# ---------------------------------------------------------------- Python API
+
+
+def test_load_picks_the_run_and_its_languages(generator):
+    assert generator.method == METHOD and generator.seed == 42
+    assert generator.tasks == LANGUAGES
+
+
+def test_api_reproduces_the_runs_evaluation(generator, evaluation, run_dir):
+    from codecl.evaluation.metrics import score_all
+
+    results = json.loads((run_dir / "results.json").read_text())
+    final = results["runs"][0]["scores"]
+    for j, language in enumerate(LANGUAGES):
+        prompts, expected = evaluation[language]
+        codes = generator.generate_batch(prompts, language)
+        assert codes == expected, language
+        assert any(codes), "the smoke model should write something"
+        for metric, value in score_all(codes, [p.target for p in _references(run_dir, language)], language).items():
+            if metric in final:
+                assert value == pytest.approx(final[metric][-1][j]), (language, metric)
+
+
+def _references(run_dir, language):
+    from codecl.config import from_dict
+    from codecl.data.tasks import load_pairs
+
+    cfg = from_dict(json.loads((run_dir / "results.json").read_text())["config"])
+    return load_pairs(cfg.data, language, cfg.eval.split)
+
+
+def test_languages_use_their_own_modules(generator, evaluation):
+    prompts, python_codes = evaluation["python"]
+    assert generator.generate_batch(prompts, "javascript") != python_codes
+
+
+def test_generate_one_and_max_new_tokens(generator, evaluation):
+    prompt = evaluation["javascript"][0][0]
+    code = generator.generate(prompt, "javascript")
+    assert code == generator.generate_batch([prompt], "javascript")[0]
+    short = generator.generate(prompt, "javascript", max_new_tokens=2)
+    assert short != code and len(short) < len(code)  # 2 of the run's 24 new tokens
+    with pytest.raises(ConfigError, match="max_new_tokens must be a positive integer"):
+        generator.generate(prompt, "javascript", max_new_tokens=0)
+
+
+def test_unknown_language_lists_the_known_ones(generator):
+    with pytest.raises(UnknownLanguageError, match="'rust'; known: python, javascript") as info:
+        generator.generate("Add two numbers.", "rust")
+    assert info.value.exit_code == 2
+
+
+def test_load_refuses_a_method_that_was_not_run(run_dir, in_cache):
+    import codecl
+
+    with pytest.raises(ConfigError, match="method 'lora' has no trained modules in this run; available: hybrid_shared"):
+        codecl.load(run_dir, method="lora")
+
+
+def test_pick_run_prefers_finished_runs_with_the_best_bleu():
+    from codecl.serve.generator import pick_run
+
+    def run(method, seed, bleu, stages=3):
+        return {"method": method, "seed": seed, "stages": ["base", "python", "javascript"][:stages], "final_average": {"bleu": bleu}}
+
+    results = {"tasks": ["python", "javascript"],
+               "runs": [run("lora", 42, 0.2), run("hybrid", 42, 0.3), run("hybrid", 43, 0.25), run("full_layer", 42, 0.9, stages=2)]}
+    assert (pick_run(results)["method"], pick_run(results)["seed"]) == ("hybrid", 42)
+    assert pick_run(results, seed=43)["method"] == "hybrid"
+    assert pick_run(results, method="lora")["seed"] == 42
+    with pytest.raises(ConfigError, match="seed 7 has no trained modules for lora; available: 42"):
+        pick_run(results, method="lora", seed=7)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_generate_prints_the_same_code(run_dir, cache, generator, evaluation, tmp_path):
+    prompt = evaluation["python"][0][1]
+    proc = codecl("generate", str(run_dir), "--method", METHOD, "--language", "python", prompt, cache=cache)
+    assert proc.stdout == generator.generate(prompt, "python") + "\n"
+
+
+def test_cli_generate_jsonl_in_and_out(run_dir, cache, generator, evaluation, tmp_path):
+    lines = [{"prompt": p, "language": "javascript", "task_id": i} for i, p in enumerate(evaluation["javascript"][0][:3])]
+    lines.insert(1, {"prompt": evaluation["python"][0][0]})  # takes --language
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    proc = codecl("generate", str(run_dir), "--input", str(path), "--language", "python", cache=cache)
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o["prompt"] for o in out] == [line["prompt"] for line in lines]
+    assert [o["language"] for o in out] == ["javascript", "python", "javascript", "javascript"]
+    assert [o["code"] for o in out[0:1] + out[2:]] == generator.generate_batch([line["prompt"] for line in lines[0:1] + lines[2:]], "javascript")
+    assert out[1]["code"] == generator.generate(lines[1]["prompt"], "python")
+    assert out[0]["task_id"] == 0  # other fields pass through
+
+
+def test_cli_generate_errors(run_dir, cache, tmp_path):
+    proc = codecl("generate", str(run_dir), "--language", "rust", "Add two numbers.", cache=cache, check=False)
+    assert proc.returncode == 2 and "known: python, javascript" in proc.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "language": "python"}\nnot json\n')
+    proc = codecl("generate", str(run_dir), "--input", str(bad), cache=cache, check=False)
+    assert proc.returncode == 3 and f"{bad}:2: not JSON" in proc.stderr
+    proc = codecl("generate", str(run_dir), "Add two numbers.", cache=cache, check=False)
+    assert proc.returncode == 2 and "--language is required" in proc.stderr
+
+
+# ---------------------------------------------------------------- HTTP server
+
+
+class Server:
+    def __init__(self, run_dir, cache, log_path, *args):
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "codecl", "serve", str(run_dir), "--port", "0", "--log-level", "warning", *args],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=_env(cache))
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout], daemon=True).start()
+        try:
+            first = lines.get(timeout=180)
+        except queue.Empty:
+            self.stop()
+            raise AssertionError(f"the server printed no URL in 180 s; log: {log_path.read_text()[-2000:]}")
+        assert "http://127.0.0.1:" in first, (first, log_path.read_text()[-2000:])
+        self.url = first.split()[-1]
+        for _ in range(100):  # the socket listens already; wait until the app answers
+            try:
+                if self.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+
+    def request(self, path, body=None, raw: bytes | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def get(self, path):
+        return self.request(path)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, cache, tmp_path_factory):
+    server = Server(run_dir, cache, tmp_path_factory.mktemp("serve") / "server.log", "--max-batch", "8", "--max-wait-ms", "50")
+    yield server
+    server.stop()
+
+
+def test_http_both_languages_answer_with_the_api_code(server, generator, evaluation):
+    for language in LANGUAGES:
+        prompt = evaluation[language][0][0]
+        status, body = server.request("/v1/generate", {"language": language, "prompt": prompt})
+        assert status == 200, body
+        assert body["code"] == generator.generate(prompt, language)
+        assert body["language"] == language and body["method"] == METHOD and body["latency_ms"] > 0
+    status, body = server.request("/v1/generate", {"language": "python", "prompt": "Add two numbers.", "max_new_tokens": 2})
+    assert status == 200 and isinstance(body["code"], str)
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"prompt": "Add two numbers."}, "language"),
+    ({"language": "python"}, "prompt"),
+    ({"language": "python", "prompt": 5}, "prompt"),
+    ({"language": "python", "prompt": "x", "max_new_tokens": "many"}, "max_new_tokens"),
+    ({"language": "python", "prompt": "x", "max_new_tokens": 0}, "max_new_tokens"),
+    ({"language": "python", "prompt": "x", "temperature": 0.7}, "temperature"),
+])
+def test_http_bad_body_is_422_naming_the_field(server, payload, field):
+    status, body = server.request("/v1/generate", payload)
+    assert status == 422
+    assert body["fields"] == [field] and f"{field}: " in body["error"]
+
+
+def test_http_body_that_is_not_json_is_422(server):
+    status, body = server.request("/v1/generate", raw=b"{not json")
+    assert status == 422 and body["fields"] == ["body"] and "JSON" in body["error"]
+
+
+def test_http_unknown_language_is_404_listing_the_known_ones(server):
+    status, body = server.request("/v1/generate", {"language": "rust", "prompt": "Add two numbers."})
+    assert status == 404
+    assert "python, javascript" in body["error"] and body["known"] == LANGUAGES
+
+
+def test_http_oversize_prompt_is_413(server):
+    status, body = server.request("/v1/generate", {"language": "python", "prompt": "x" * 4001})
+    assert status == 413 and "4000" in body["error"]
+    status, body = server.request("/v1/generate", {"language": "python", "prompt": "x" * 100_000})
+    assert status == 413  # refused from Content-Length, before parsing
+
+
+def test_http_tasks_and_health(server):
+    status, body = server.get("/v1/tasks")
+    assert status == 200 and body["languages"] == LANGUAGES and body["method"] == METHOD
+    assert list(body["methods"]) == [METHOD] and body["methods"][METHOD]["languages"] == LANGUAGES
+    status, body = server.get("/healthz")
+    assert status == 200 and body["status"] == "ok" and body["languages"] == LANGUAGES
+
+
+def test_http_concurrent_requests_are_batched(server, evaluation):
+    before = server.get("/v1/stats")[1]
+    prompts = (evaluation["python"][0] * 2)[:8]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: server.request("/v1/generate", {"language": "python", "prompt": p}), prompts))
+    assert all(status == 200 for status, _ in answers)
+    after = server.get("/v1/stats")[1]
+    requests, batches = after["requests"] - before["requests"], after["batches"] - before["batches"]
+    assert requests == 8 and batches < requests, after
+
+
+# ---------------------------------------------------------------- micro-batcher (no model)
+
+
+def _fake_batcher(max_batch, max_wait_ms=20.0, fail_on=None):
+    from codecl.serve.batcher import MicroBatcher
+
+    calls = []
+
+    def generate_batch(prompts, language, max_new_tokens):
+        calls.append((language, max_new_tokens, list(prompts)))
+        if fail_on in prompts:
+            raise RuntimeError("boom")
+        time.sleep(0.01)
+        return [f"{language}:{p}" for p in prompts]
+
+    return MicroBatcher(generate_batch, max_batch=max_batch, max_wait_ms=max_wait_ms), calls
+
+
+def test_batcher_groups_by_language_and_keeps_answers_apart():
+    async def main():
+        batcher, calls = _fake_batcher(max_batch=4)
+        await batcher.start()
+        jobs = [batcher.submit(f"p{i}", "python" if i % 2 else "javascript") for i in range(10)]
+        answers = await asyncio.gather(*jobs)
+        await batcher.stop()
+        return batcher, calls, answers
+
+    batcher, calls, answers = asyncio.run(main())
+    assert answers == [f"{'python' if i % 2 else 'javascript'}:p{i}" for i in range(10)]
+    for language, _, prompts in calls:  # one language per call, never more than max_batch
+        assert len(prompts) <= 4 and all((int(p[1:]) % 2 == 1) == (language == "python") for p in prompts)
+    assert batcher.stats.requests == 10 and batcher.stats.batches == len(calls) < 10
+
+
+def test_batcher_off_and_errors_reach_every_request_of_the_batch():
+    async def main():
+        batcher, calls = _fake_batcher(max_batch=1)
+        await batcher.start()
+        plain = await asyncio.gather(*[batcher.submit(f"p{i}", "python") for i in range(3)])
+        await batcher.stop()
+        failing, _ = _fake_batcher(max_batch=4, fail_on="bad")
+        await failing.start()
+        outcomes = await asyncio.gather(failing.submit("bad", "go"), failing.submit("ok", "go"), return_exceptions=True)
+        await failing.stop()
+        return batcher, calls, plain, outcomes
+
+    batcher, calls, plain, outcomes = asyncio.run(main())
+    assert plain == ["python:p0", "python:p1", "python:p2"] and [len(c[2]) for c in calls] == [1, 1, 1]
+    assert batcher.stats.batches == 3
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
