@@ -186,3 +186,23 @@ def test_sigkill_mid_stage_then_resume_equals_uninterrupted(tmp_path):
     a, b = (json.loads((d / "results.json").read_text())["runs"][0] for d in (whole, killed))
     assert a["scores"] == b["scores"]
     assert [p["loss"] for p in a["loss_curve"]["javascript"]] == [p["loss"] for p in b["loss_curve"]["javascript"]]
+
+
+def test_disk_full_names_the_file_and_keeps_the_old_version(tmp_path):
+    import errno
+
+    from codecl.errors import CodeclError
+    from codecl.fileio import atomic_write, write_json
+
+    target = tmp_path / "results.json"
+    write_json(target, {"old": True})
+
+    def full(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(CodeclError, match=r"cannot write .*results.json: No space left on device"):
+        atomic_write(target, full)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left behind

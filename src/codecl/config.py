@@ -218,6 +218,9 @@ class EvalConfig:
     """1 = greedy decoding (the default); > 1 = beam search."""
     batch_size: int = 32
     """Generation batch size."""
+    no_repeat_ngram_size: int = 0
+    """0 = plain greedy/beam decoding. N > 0 forbids repeating any N-gram in an output (Hugging Face
+    `no_repeat_ngram_size`): tiny, briefly trained models otherwise loop on one token."""
     exec_benchmarks: tuple[str, ...] = ()
     """Execution benchmarks for `pass_at_1` after every stage, one per task: `LANGUAGE=SOURCE`
     (e.g. `python=/data/HumanEval.jsonl.gz`, `javascript=THUDM/humaneval-x:js`), SOURCE a local
@@ -237,6 +240,7 @@ class EvalConfig:
         c.require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         c.require(self.num_beams >= 1, "num_beams", "must be >= 1")
         c.require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        c.require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0 (0 = off)")
         seen = set()
         for item in self.exec_benchmarks:
             language, sep, source = item.partition("=")

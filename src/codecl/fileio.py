@@ -45,6 +45,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, permissions, quota: name the file, keep the old version
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CodeclError(f"cannot write {path}: {exc.strerror or exc}; the previous version (if any) is intact") from exc
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -140,6 +140,8 @@ def _header(results: dict) -> str:
     base, cfg, tasks = results["base_model"], results["config"], results["tasks"]
     beams = _cfg(cfg, "eval.num_beams")
     decoding = "greedy" if beams in (1, "n/a") else f"beam search ({beams} beams)"
+    if _cfg(cfg, "eval.no_repeat_ngram_size") not in (0, "n/a", None):
+        decoding += f", no repeated {_cfg(cfg, 'eval.no_repeat_ngram_size')}-gram"
     lines = [
         "# codecl report",
         "",

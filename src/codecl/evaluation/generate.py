@@ -22,6 +22,7 @@ def generate_codes(model, tokenizer, sources: list[str], max_source_tokens: int,
         batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], None, tokenizer.pad_token_id).items()}
         generated = model.generate(
             **batch, max_new_tokens=eval_cfg.max_new_tokens, num_beams=eval_cfg.num_beams, do_sample=False, use_cache=True,
+            **({"no_repeat_ngram_size": eval_cfg.no_repeat_ngram_size} if eval_cfg.no_repeat_ngram_size else {}),
         )
         for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[i] = text

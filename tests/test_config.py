@@ -1,0 +1,55 @@
+"""Configuration: every shipped preset loads; overrides; all errors in one message."""
+import pytest
+import yaml
+
+from codecl.config import RunConfig, load_config, preset_names, to_dict
+from codecl.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_loads_and_round_trips(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, RunConfig)
+    assert load_config(config_file=None, preset=name) == cfg
+    assert set(cfg.methods) == {"lora", "full_layer", "hybrid", "hybrid_shared"} and cfg.tasks == ("python", "javascript")
+
+
+def test_presets_are_the_three_spec_names():
+    assert set(preset_names()) >= {"quickstart", "smoke", "seed-paper"}
+    paper = load_config("seed-paper")
+    assert paper.model.name == "Salesforce/codet5-small" and paper.data.max_train_examples == 8000
+    assert (paper.train.lr, paper.train.batch_size, paper.train.epochs, paper.train.grad_clip, paper.train.seed) == (5e-4, 8, 2, 1.0, 42)
+    assert (paper.method.lora.rank, paper.method.lora.alpha, paper.method.lora.dropout) == (16, 32, 0.1)
+    assert paper.method.lora.target_modules == ("q", "k", "v", "o", "wi", "wo") and paper.method.block.position == 6
+
+
+def test_dotted_overrides_and_top_level_flags():
+    cfg = load_config("smoke", overrides=["train.epochs=3", "method.lora.target_modules=[q,v]", "data.max_train_examples=null"], tasks=["javascript"])
+    assert cfg.train.epochs == 3 and cfg.method.lora.target_modules == ("q", "v") and cfg.data.max_train_examples is None
+    assert cfg.tasks == ("javascript",)
+
+
+def test_all_errors_are_collected_into_one_message():
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", overrides=["train.lr=2", "train.batch_size=0", "eval.split=train"])
+    message = str(err.value)
+    assert "train.lr must be in (0, 1)" in message and "train.batch_size must be >= 1" in message and "eval.split" in message
+
+
+def test_unknown_names_list_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'quick'; available: .*quickstart"):
+        load_config("quick")
+    with pytest.raises(ConfigError, match="unknown language.*cobol.*known: python, javascript"):
+        load_config("smoke", tasks=["python", "cobol"])
+    with pytest.raises(ConfigError, match="available: lora, full_layer, hybrid, hybrid_shared"):
+        load_config("smoke", methods=["lroa"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config("smoke", overrides=["train.epochs"])
+
+
+def test_config_file_with_base_preset(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"preset": "smoke", "train": {"epochs": 4}}))
+    cfg = load_config(config_file=str(path))
+    assert cfg.train.epochs == 4 and cfg.model.embedded.d_model == load_config("smoke").model.embedded.d_model
+    assert yaml.safe_load(yaml.safe_dump(to_dict(cfg)))["train"]["epochs"] == 4
