@@ -33,3 +33,21 @@ def make_base(config, seed: int = 0):
     torch.manual_seed(seed)
     model = freeze(T5ForConditionalGeneration(config)).eval()
     return model, BaseInfo("tiny", "tiny", fingerprint(model, "tiny"), count_parameters(model))
+
+
+def codecl_env(cache) -> dict:
+    """Environment of a `codecl` subprocess: its own cache, offline, one torch thread (on a shared
+    2-core machine oversubscribed threads make the tiny models ~10x slower)."""
+    return {**os.environ, "CODECL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_codecl(*args, cache, check: bool = True, stdin: str | None = None, timeout: float = 900):
+    """`python -m codecl ARGS` in a subprocess; with `check`, a failure shows the end of stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "codecl", *args], capture_output=True, text=True, env=codecl_env(cache),
+                          input=stdin, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"codecl {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc

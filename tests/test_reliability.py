@@ -18,13 +18,13 @@ from codecl.errors import CheckpointError, DivergenceError
 from codecl.fileio import write_manifest
 from codecl.methods.continual import ContinualModel
 from codecl.train import train_task
-from helpers import make_base, tiny_config
+from helpers import codecl_env, make_base, tiny_config
 
 SMALL = MethodConfig(lora=LoraConfig(rank=4, alpha=8, dropout=0.1))
 
 
 def _env(cache):
-    return {**os.environ, "CODECL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return codecl_env(cache)
 
 
 def _data(n=24):

@@ -1,23 +1,17 @@
 """`codecl run` end to end on the smoke preset, through the CLI (a real subprocess)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from codecl.evaluation.continual import forgetting
 from codecl.results import finalize_run, validate_run_dir
+from helpers import run_codecl
 
 METHODS = ["lora", "full_layer", "hybrid", "hybrid_shared"]
 
 
 def codecl(*args, cache, check=True):
-    env = {**os.environ, "CODECL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "codecl", *args], capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"codecl {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
+    return run_codecl(*args, cache=cache, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from codecl.errors import ConfigError, UnknownLanguageError
+from helpers import codecl_env, run_codecl
 
 METHOD = "hybrid_shared"
 LANGUAGES = ["python", "javascript"]
 
 
 def _env(cache) -> dict:
-    # One torch thread everywhere: on a shared 2-core machine oversubscribed threads make the tiny
-    # model ~10x slower, and the run and its reproduction then share one reduction order.
-    return {**os.environ, "CODECL_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return codecl_env(cache)
 
 
 def codecl(*args, cache, check=True, stdin=None):
-    proc = subprocess.run([sys.executable, "-m", "codecl", *args], capture_output=True, text=True, env=_env(cache),
-                          input=stdin, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"codecl {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
+    return run_codecl(*args, cache=cache, check=check, stdin=stdin, timeout=600)
 
 
 @pytest.fixture(scope="module")
