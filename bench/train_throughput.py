@@ -70,7 +70,7 @@ def run_codecl(shape, method, data, cfg):
     return cost.samples_per_second, cost.seconds, model_flops(cm.base, enc_tokens, dec_tokens, cost.trainable_parameters)
 
 
-def run_reference(shape, method, data, cfg, pad_to: int | None):
+def run_reference(shape, method, data, cfg, pad_to: int | None, tokenizer=None):
     """Seq2SeqTrainer + PEFT LoRA (hybrid: + a trainable copy of the top encoder block via modules_to_save)."""
     from datasets import Dataset
     from peft import LoraConfig as PeftLora, TaskType, get_peft_model
@@ -89,15 +89,24 @@ def run_reference(shape, method, data, cfg, pad_to: int | None):
     with tempfile.TemporaryDirectory() as out:
         args = Seq2SeqTrainingArguments(
             output_dir=out, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
-            max_grad_norm=cfg.grad_clip, group_by_length=pad_to is None, eval_strategy="no", save_strategy="no",
+            max_grad_norm=cfg.grad_clip, eval_strategy="no", save_strategy="no", **_grouping(pad_to is None),
             logging_strategy="no", report_to=[], use_cpu=True, seed=42, dataloader_num_workers=0, disable_tqdm=True,
         )
-        collator = DataCollatorForSeq2Seq(tokenizer=None, model=model, label_pad_token_id=-100, padding=True) if pad_to is None else None
+        collator = DataCollatorForSeq2Seq(tokenizer=tokenizer, model=model, label_pad_token_id=-100, padding=True) if pad_to is None else None
         trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
     return len(data) * cfg.epochs / seconds, seconds
+
+
+def _grouping(on: bool) -> dict:
+    """transformers 5 names it `train_sampling_strategy="group_by_length"`; 4.x `group_by_length=True`."""
+    from transformers import Seq2SeqTrainingArguments
+
+    if "train_sampling_strategy" in Seq2SeqTrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": "group_by_length" if on else "random"}
+    return {"group_by_length": on}
 
 
 def main() -> None:
@@ -125,8 +134,8 @@ def main() -> None:
     for shape in args.shapes.split(","):
         for method in args.methods.split(","):
             ours, seconds, flops = run_codecl(shape, method, data, cfg)
-            ref, _ = run_reference(shape, method, data, cfg, None)
-            pred = run_reference(shape, method, data, cfg, 512)[0] if args.predecessor else None
+            ref, _ = run_reference(shape, method, data, cfg, None, tokenizer)
+            pred = run_reference(shape, method, data, cfg, 512, tokenizer)[0] if args.predecessor else None
             mfu = flops / seconds / 1e9 / peak
             rows.append({"shape": shape, "method": method, "codecl_samples_per_s": ours, "reference_samples_per_s": ref,
                          "predecessor_samples_per_s": pred, "ratio": ours / ref, "mfu": mfu})
