@@ -51,3 +51,19 @@ def run_codecl(*args, cache, check: bool = True, stdin: str | None = None, timeo
     if check and proc.returncode != 0:
         raise AssertionError(f"codecl {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def write_jsonl(path, rows: list, gz: bool = False):
+    """Write rows (dicts, or raw strings for malformed lines) as JSONL, optionally gzipped."""
+    import gzip
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path

@@ -136,7 +136,6 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     except OSError as exc:
         raise ConfigError(f"cannot create output folder {out}: {exc.strerror}") from exc
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     device = pick_device(cfg.train.device)
     log = EventLog(out / "events.jsonl")
     started = time.perf_counter()

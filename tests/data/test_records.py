@@ -12,19 +12,9 @@ import pytest
 
 from codecl.data.records import find_data_files, read_records
 from codecl.errors import ConfigError, DataError
+from helpers import write_jsonl
 
 RECORD = {"func_name": "f", "code": "def f():\n    return 1\n", "docstring": "Return one."}
-
-
-def write_jsonl(path: Path, rows: list, gz: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_jsonl_records_carry_file_and_line_and_malformed_lines_become_problems(tmp_path):

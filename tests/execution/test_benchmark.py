@@ -9,16 +9,7 @@ import pytest
 
 from codecl.errors import DataError
 from codecl.execution.benchmark import load_benchmark, load_samples
-
-
-def write_jsonl(path, records, gz=False):
-    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+from helpers import write_jsonl
 
 
 def record(task_id, **extra):
