@@ -20,17 +20,13 @@ import time
 
 import torch
 
-from codecl.config import LoraConfig, MethodConfig, TrainConfig, load_config
+from codecl.config import LoraConfig, MethodConfig, TrainConfig
 from codecl.data.batching import encode_pairs
 from codecl.methods.continual import ContinualModel
-from codecl.model.base import BaseInfo, count_parameters, fingerprint, freeze
+from codecl.model.base import count_parameters
 from codecl.train import seed_everything, train_task
 
-SHAPES = {
-    "quickstart": dict(d_model=128, d_kv=32, d_ff=512, num_layers=4, num_decoder_layers=4, num_heads=4, vocab_size=4096),
-    "codet5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, vocab_size=32100),
-}
-
+from bench_shapes import make_model, tokenizer_and_pairs  # sibling module of this script
 
 def matmul_peak_gflops(n: int = 1024, seconds: float = 2.0) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -40,15 +36,6 @@ def matmul_peak_gflops(n: int = 1024, seconds: float = 2.0) -> float:
         a @ b
         done += 1
     return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
-
-
-def make_model(shape: str):
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    config = T5Config(**SHAPES[shape], feed_forward_proj="relu", dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    torch.manual_seed(0)
-    model = freeze(T5ForConditionalGeneration(config))
-    return model, BaseInfo(shape, shape, fingerprint(model, shape), count_parameters(model))
 
 
 def model_flops(model, enc_tokens: int, dec_tokens: int, trainable: int) -> float:
@@ -119,12 +106,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(os.cpu_count() or 1)
 
-    from codecl.data.tasks import load_pairs
-    from codecl.model.embedded import train_tokenizer
-
-    qs = load_config("quickstart")
-    pairs = load_pairs(qs.data, "python", "train")[: args.samples]
-    tokenizer = train_tokenizer([p.source for p in pairs] + [p.target for p in pairs], 4096)
+    tokenizer, pairs = tokenizer_and_pairs(args.samples)
     data = encode_pairs(tokenizer, [p.source for p in pairs], [p.target for p in pairs], 64, 256)
     cfg = TrainConfig(epochs=1, batch_size=8, checkpoint_every_steps=0)
     peak = matmul_peak_gflops()

@@ -76,8 +76,12 @@ def test_resume_keeps_completed_stages_and_finishes_the_rest(smoke_run, cache, t
     (partial / "results.json").write_text(json.dumps(results))
     shutil.rmtree(partial / "hybrid_shared" / "seed-42" / "javascript")
     shutil.rmtree(partial / "hybrid")
-    codecl("run", "--preset", "smoke", "--output-dir", str(partial), "--resume", "--quiet", cache=cache)
+    # --threads changes no result, so a resume may set it (it is recorded, not compared)
+    codecl("run", "--preset", "smoke", "--output-dir", str(partial), "--resume", "--quiet", "--threads", "1", cache=cache)
     resumed = validate_run_dir(partial, complete=True)
+    starts = [json.loads(line) for line in (partial / "events.jsonl").read_text().splitlines() if '"start"' in line]
+    assert starts[-1]["resume"] is True and starts[-1]["torch_threads"] == 1
+    assert "num_threads: 1" in (partial / "config.yaml").read_text()
     original = json.loads((out / "results.json").read_text())
     by_method = {r["method"]: r for r in resumed["runs"]}
     for run in original["runs"]:

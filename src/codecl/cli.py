@@ -68,7 +68,8 @@ def _config_options(f):
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --output-dir; completed stages are kept.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resume, quiet):
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (= --set train.num_threads=N); 1 helps on a busy machine.")
+def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resume, quiet, threads):
     """Train every method over the task sequence, evaluate after every stage, write the report."""
     from codecl.config import load_config
     from codecl.experiment import run_experiment
@@ -77,7 +78,8 @@ def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resum
         seed_list = [int(s) for s in _csv(seeds)] if seeds else None
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    cfg = load_config(preset, config_file, list(overrides), output_dir=output_dir, methods=_csv(methods), tasks=_csv(tasks), seeds=seed_list)
+    overrides = list(overrides) + ([f"train.num_threads={threads}"] if threads else [])
+    cfg = load_config(preset, config_file, overrides, output_dir=output_dir, methods=_csv(methods), tasks=_csv(tasks), seeds=seed_list)
     run_experiment(cfg, resume=resume, progress=not quiet)
 
 

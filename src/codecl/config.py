@@ -264,6 +264,9 @@ class RunConfig:
     methods: tuple[str, ...] = METHOD_NAMES
     """Methods to run, each over the whole task sequence."""
     seeds: tuple[int, ...] = (42,)
+    num_threads: int = 0
+    """torch CPU threads for the whole run (0 = torch's default, one per core). On a machine whose
+    cores other jobs share, 1 is often several times faster than the default (see bench/RESULTS.md)."""
     """One run per seed (train.seed is replaced by each)."""
     output_dir: str = "runs/quickstart"
     """Run folder."""
@@ -275,6 +278,7 @@ class RunConfig:
     """Per-method module settings."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training settings."""
+        c.require(self.num_threads >= 0, "num_threads", f"must be >= 0 (0 = torch's default), got {self.num_threads}")
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
 

@@ -32,7 +32,7 @@ from codecl.train import seed_everything, train_task
 
 # Provenance that must match for --resume to continue a run (SPEC: refuse and show what differs).
 _RESUME_KEYS = ("tasks", "data", "model", "method", "train", "eval")
-_RESUME_FREE_TRAIN_KEYS = ("device", "log_every", "checkpoint_every_steps")
+_RESUME_FREE_TRAIN_KEYS = ("device", "log_every", "checkpoint_every_steps", "num_threads")
 
 
 @dataclass
@@ -136,9 +136,12 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     except OSError as exc:
         raise ConfigError(f"cannot create output folder {out}: {exc.strerror}") from exc
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     device = pick_device(cfg.train.device)
     log = EventLog(out / "events.jsonl")
     started = time.perf_counter()
+    log({"event": "start", "resume": resume, "torch_threads": torch.get_num_threads(), "device": str(device), "codecl_version": __version__})
 
     _quiet_transformers()
     base, tokenizer, info = load_base(cfg.model, cfg, progress=progress)
