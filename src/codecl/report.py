@@ -11,42 +11,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from statistics import NormalDist, fmean, stdev
+from statistics import fmean
 from typing import Callable, Iterable, Optional
 
+from codecl.evaluation.claims import evaluate_claims
+from codecl.evaluation.stats import mean_ci95, t_critical_95
+from codecl.evaluation.summary import compare_methods, mean_forgetting as _mean_forgetting, method_groups
 from codecl.fileio import atomic_write, write_text
 from codecl.results import is_complete, load_results
 
 __all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95"]
-
-# Two-sided 95% critical values of Student's t, df = 1..30 (standard tables, e.g. NIST/SEMATECH
-# e-Handbook 1.3.6.7.2). Beyond 30: the Cornish-Fisher expansion of Abramowitz & Stegun 26.7.5.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_critical_95(df: int) -> float:
-    """Two-sided 95% critical value t_{0.975, df} (scipy-free: table, then A&S 26.7.5)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df <= len(_T95):
-        return _T95[df - 1]
-    z = NormalDist().inv_cdf(0.975)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    return z + g1 / df + g2 / df**2 + g3 / df**3
-
-
-def mean_ci95(values: Iterable[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
-    """(mean, half-width of the 95% t-interval) of the non-null values; half-width None for n < 2."""
-    xs = [v for v in values if v is not None]
-    if not xs:
-        return None, None
-    if len(xs) < 2:
-        return xs[0], None
-    return fmean(xs), t_critical_95(len(xs) - 1) * stdev(xs) / math.sqrt(len(xs))
-
 
 # ---------------------------------------------------------------- formatting
 
@@ -92,11 +66,6 @@ def _label(run: dict) -> str:
     return f"{run['method']} (seed {run['seed']})"
 
 
-def _mean_forgetting(run: dict) -> Optional[float]:
-    values = [v for v in run["forgetting"].values() if v is not None]
-    return fmean(values) if values else None
-
-
 def _total_seconds(run: dict) -> float:
     return sum(v for v in run["train_seconds"].values() if v is not None)
 
@@ -112,12 +81,7 @@ def _final(run: dict, metric: str = "bleu") -> Optional[float]:
 
 def _groups(results: dict) -> dict[str, tuple[list[dict], bool]]:
     """method → (runs summarised, incomplete?): its complete runs, else all of its runs (flagged)."""
-    groups: dict[str, tuple[list[dict], bool]] = {}
-    for method in dict.fromkeys(r["method"] for r in results["runs"]):
-        runs = [r for r in results["runs"] if r["method"] == method]
-        complete = [r for r in runs if is_complete(results, r)]
-        groups[method] = (complete, False) if complete else (runs, True)
-    return groups
+    return {m: (runs, not complete) for m, (runs, complete) in method_groups(results).items()}
 
 
 def _star(incomplete: bool) -> str:
@@ -306,6 +270,36 @@ def _seed_summary(results: dict) -> Optional[str]:
     return "\n\n".join([_table(header, rows), note, *matrices])
 
 
+def _comparisons(results: dict) -> str:
+    """Paired t-tests between every two finished methods on final average BLEU over shared seeds."""
+    finished = [(m, runs) for m, (runs, incomplete) in _groups(results).items() if not incomplete]
+    if len(finished) < 2:
+        return "Needs finished runs of at least two methods."
+    rows = []
+    for i, (a, runs_a) in enumerate(finished):
+        for b, runs_b in finished[i + 1:]:
+            test = compare_methods(runs_a, runs_b)
+            diff, half = test["mean_difference"], test["half_width"]
+            if half is None:
+                rows.append([a, b, str(test["n"]), "n/a" if diff is None else f"{diff:+.4f}", "n/a", "n/a", "n/a", "needs ≥ 2 seeds"])
+                continue
+            t = "±inf" if test["t"] is None else f"{test['t']:.2f}"
+            rows.append([a, b, str(test["n"]), f"{diff:+.4f}", f"[{test['low']:+.4f}, {test['high']:+.4f}]", t,
+                         f"{test['p_value']:.3g}", "yes" if test["significant"] else "no"])
+    note = ("Paired t-test over the seeds both methods finished (difference A − B of final average BLEU per seed; "
+            "95% Student-t interval, n − 1 degrees of freedom; significant = p < 0.05, i.e. the interval excludes 0).")
+    header = ["A", "B", "Seeds", "Mean difference A − B", "95% CI", "t", "p", "Significant"]
+    return _table(header, rows) + "\n\n" + note
+
+
+def _claims(results: dict) -> str:
+    rows = [[f"{c.statement} (`{c.id}`)", c.study, c.test, c.estimate, f"**{c.verdict}**"] for c in evaluate_claims(results)]
+    note = ("A claim holds when the whole 95% Student-t interval over seeds lies on its side of 0, does not hold when it "
+            "lies wholly on the other side, and is inconclusive otherwise (the interval spans 0, one seed gives no "
+            "interval, or the method is not in this run). Only finished runs count. The study (analysis.md) ran one seed.")
+    return _table(["Claim", "Study", "Tested here", "This run", "Verdict"], rows) + "\n\n" + note
+
+
 def render_report(results: dict, plot_files: Iterable[str] = ()) -> str:
     """The whole report.md text for a validated results document."""
     parts = [_header(results), "## Training phases", *(_phase_table(results, r) for r in results["runs"]),
@@ -313,6 +307,8 @@ def render_report(results: dict, plot_files: Iterable[str] = ()) -> str:
     seeds = _seed_summary(results)
     if seeds:
         parts += ["## Across seeds", seeds]
+    parts += ["## Comparisons between methods (final average BLEU)", _comparisons(results),
+              "## The study's claims", _claims(results)]
     parts += ["## Rankings", _rankings(results), "## Score matrices",
               "Rows: the model after each stage (`base` = before any training); columns: the task evaluated.",
               *(_score_matrices(results, r) for r in results["runs"])]

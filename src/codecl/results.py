@@ -6,6 +6,11 @@ and the summaries `forgetting`/`bwt`/`fwt`/`final_average`, which `finalize_run`
 the scores (`codecl.evaluation.continual`) so they can never disagree with them.
 It is rewritten atomically after every stage, so an interrupted run is read back with only the
 stages it completed.
+
+`save_results` adds an optional top-level `summary` (beyond SPEC's schema, which it leaves intact):
+per method, mean and 95% Student-t interval over seeds of every score cell and summary figure;
+paired t-tests between methods on final average BLEU; the verdicts on the study's claims
+(`codecl.evaluation.summary`). It is recomputed from `runs` on every save; readers never trust it.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any, Optional
 from codecl import __version__
 from codecl.errors import CheckpointError
 from codecl.evaluation import continual
+from codecl.evaluation.summary import summarize
 from codecl.fileio import read_json, write_json
 
 SCHEMA_VERSION = 1
@@ -178,6 +184,7 @@ def _check_document(results: Any, complete: bool) -> None:
     tasks = results["tasks"]
     _require(isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks), "tasks", "must be a non-empty list of task names")
     _require(isinstance(results["runs"], list), "runs", "must be a list")
+    _require(isinstance(results.get("summary", {}), dict), "summary", "must be an object (save_results recomputes it from runs)")
     seen = set()
     for i, run in enumerate(results["runs"]):
         _check_run(run, f"runs[{i}]", tasks)
@@ -209,8 +216,9 @@ def validate_results(results: dict, source: str | os.PathLike = "results.json", 
 
 
 def save_results(path: str | os.PathLike, results: dict) -> Path:
-    """Write `results` atomically (temp file, fsync, rename) as indented JSON."""
-    return write_json(path, results)
+    """Write `results` atomically (temp file, fsync, rename) as indented JSON, with its `summary`
+    over seeds recomputed from its runs (`results` itself is left unchanged)."""
+    return write_json(path, {**results, "summary": summarize(results)})
 
 
 def load_results(path: str | os.PathLike) -> dict:

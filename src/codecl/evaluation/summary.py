@@ -1,0 +1,84 @@
+"""Aggregates over seeds of a results document: the optional top-level `summary` of results.json.
+
+Per method, over its finished runs (or, when none finished, over its interrupted runs, flagged
+`"complete": false`): a mean and 95% Student-t interval for every cell of every score matrix and
+for every summary figure (final average, forgetting, BWT, FWT); between every two finished
+methods, a paired t-test on final average BLEU over the seeds both ran; and the verdicts on the
+design study's claims (`codecl.evaluation.claims`). Pure: recomputed from `runs` on every save,
+so it can never disagree with them; readers (the report) recompute it rather than trust it.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from statistics import fmean
+from typing import Optional
+
+from codecl.evaluation.stats import interval95, paired_t_test
+
+__all__ = ["method_groups", "mean_forgetting", "summarize_method", "compare_methods", "summarize", "COMPARED_METRIC"]
+
+COMPARED_METRIC = "bleu"
+"""The paired comparisons and the claims are on final average BLEU, the study's headline number."""
+
+
+def _complete(results: dict, run: dict) -> bool:
+    return len(run["stages"]) == len(results["tasks"]) + 1
+
+
+def method_groups(results: dict) -> dict[str, tuple[list[dict], bool]]:
+    """method → (runs summarised, complete?): its finished runs, else all of its runs (complete=False)."""
+    groups: dict[str, tuple[list[dict], bool]] = {}
+    for method in dict.fromkeys(r["method"] for r in results["runs"]):
+        runs = [r for r in results["runs"] if r["method"] == method]
+        finished = [r for r in runs if _complete(results, r)]
+        groups[method] = (finished, True) if finished else (runs, False)
+    return groups
+
+
+def mean_forgetting(run: dict) -> Optional[float]:
+    """Mean of the run's defined per-task forgetting values (None when it has none)."""
+    values = [v for v in run["forgetting"].values() if v is not None]
+    return fmean(values) if values else None
+
+
+def summarize_method(runs: list[dict], tasks: list[str]) -> dict:
+    """Intervals over `runs` (one per seed) of every score cell and summary figure, as plain dicts."""
+    longest = max((r["stages"] for r in runs), key=len)
+    metrics = list(dict.fromkeys(m for r in runs for m in r["scores"]))
+    scores = {m: [[interval95(r["scores"][m][s][j] for r in runs if m in r["scores"] and s < len(r["stages"])).as_dict()
+                   for j in range(len(tasks))] for s in range(len(longest))] for m in metrics}
+    figures = {key: {m: interval95(r[key].get(m) for r in runs).as_dict() for m in metrics} for key in ("final_average", "bwt", "fwt")}
+    return {
+        "seeds": [r["seed"] for r in runs],
+        "stages": list(longest),
+        "scores": scores,
+        **figures,
+        "forgetting": {t: interval95(r["forgetting"].get(t) for r in runs).as_dict() for t in tasks[:-1]},
+        "mean_forgetting": interval95(mean_forgetting(r) for r in runs).as_dict(),
+    }
+
+
+def compare_methods(runs_a: list[dict], runs_b: list[dict], metric: str = COMPARED_METRIC) -> dict:
+    """Paired t-test of final average `metric`, a − b, over the seeds both methods ran."""
+    by_seed_b = {r["seed"]: r for r in runs_b}
+    pairs = [(r, by_seed_b[r["seed"]]) for r in runs_a if r["seed"] in by_seed_b]
+    test = paired_t_test([a["final_average"].get(metric) for a, _ in pairs], [b["final_average"].get(metric) for _, b in pairs])
+    return {"seeds": [a["seed"] for a, _ in pairs], **test.as_dict()}
+
+
+def summarize(results: dict) -> dict:
+    """The `summary` object of results.json (see the module docstring)."""
+    from codecl.evaluation.claims import evaluate_claims
+
+    tasks, groups = results["tasks"], method_groups(results)
+    methods = {m: {"complete": complete, **summarize_method(runs, tasks)} for m, (runs, complete) in groups.items()}
+    finished = [m for m, (_, complete) in groups.items() if complete]
+    comparisons = [{"a": a, "b": b, "metric": f"final_average.{COMPARED_METRIC}", **compare_methods(groups[a][0], groups[b][0])}
+                   for a, b in combinations(finished, 2)]
+    return {
+        "confidence": 0.95,
+        "interval": "mean ± t_{0.975, n-1} · s / √n over seeds (Student t)",
+        "methods": methods,
+        "comparisons": comparisons,
+        "claims": [claim.as_dict() for claim in evaluate_claims(results)],
+    }
