@@ -208,3 +208,40 @@ def test_t_critical_values():
 def test_render_is_pure_and_deterministic():
     results = study_results()
     assert render_report(results) == render_report(results)
+
+
+def test_comparisons_between_methods(report):
+    section = report[report.index("## Comparisons between methods"):report.index("## The study's claims")]
+    # one seed shared by lora and hybrid in the study-shaped results: no interval, no test
+    assert f"| lora | hybrid | 1 | {(0.2150 + 0.2489) / 2 - (0.2456 + 0.2425) / 2:+.4f} | n/a | n/a | n/a | needs ≥ 2 seeds |" in section
+    assert "hybrid_shared" not in section  # interrupted: not compared
+
+
+def test_paired_comparison_over_two_seeds():
+    results = study_results()
+    upsert_run(results, _run("hybrid", 43, [[0.2600, 0.0600], [0.2500, 0.2470]], 3737088, 7474176, 485.0))
+    text = render_report(results)
+    section = text[text.index("## Comparisons between methods"):text.index("## The study's claims")]
+    diffs = [(0.2150 + 0.2489) / 2 - (0.2456 + 0.2425) / 2, 0.2300 - 0.2485]  # lora − hybrid, seeds 42 and 43
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(2)
+    p = 1 - 2 / math.pi * math.atan(abs(mean / se))  # df = 1: Student's t is Cauchy
+    row = (f"| lora | hybrid | 2 | {mean:+.4f} | [{mean - 12.706 * se:+.4f}, {mean + 12.706 * se:+.4f}] | {mean / se:.2f} | "
+           f"{p:.3g} | no |")
+    assert row in section
+
+
+def test_claims_section(report):
+    section = report[report.index("## The study's claims"):report.index("## Rankings")]
+    assert "| Claim | Study | Tested here | This run | Verdict |" in section
+    assert "`hybrid_best_final_average`" in section and "**inconclusive (needs ≥ 2 seeds)** |" in section
+    assert f"full_layer {100 * (0.1927 - 0.2046) / 0.1927:+.2f}% (1 seed)" in section
+    assert "no finished run of hybrid_shared | **inconclusive (method not in this run)** |" in section
+
+
+def test_report_tolerates_methods_it_does_not_know():
+    results = study_results()
+    upsert_run(results, _run("joint", 42, [[0.30, 0.30]], 60492288, 60492288, 900.0))  # a single "joint" stage, unfinished
+    upsert_run(results, _run("replay", 42, [[0.2, 0.1], [0.2, 0.2]], 589824, 589824, 700.0))
+    text = render_report(results)
+    assert "| replay | 42 |" in text and "| lora | replay | 1 |" in text
+    assert "joint*" in text

@@ -110,6 +110,7 @@ def _broken(mutate):
         (lambda r: r["runs"].append(copy.deepcopy(r["runs"][0])), r"runs\[2\] repeats method 'lora' seed 42"),
         (lambda r: r.__setitem__("schema_version", 2), r"schema_version is 2; this codecl reads schema_version 1"),
         (lambda r: r.pop("base_model"), r"base_model is missing"),
+        (lambda r: r.__setitem__("summary", [1]), r"summary must be an object"),
     ],
 )
 def test_validation_names_the_bad_field(mutate, message):
@@ -154,3 +155,17 @@ def test_validate_run_dir_names_the_missing_path(tmp_path):
     (tmp_path / "plots" / "score_matrix_lora.png").unlink()
     with pytest.raises(CheckpointError, match="score_matrix_lora.png: missing"):
         validate_run_dir(tmp_path)
+
+
+def test_save_adds_the_summary_over_seeds_recomputed_from_runs(tmp_path):
+    results = make_results(make_run(), make_run(seed=43, bleu_rows=([0.2, 0.05], [0.19, 0.25])))
+    results["summary"] = {"stale": True}  # e.g. read back from an earlier save, then runs changed
+    path = save_results(tmp_path / "results.json", results)
+    assert results["summary"] == {"stale": True}  # the caller's document is not modified
+    summary = load_results(path)["summary"]
+    lora = summary["methods"]["lora"]
+    finals = [(0.2150 + 0.2489) / 2, (0.19 + 0.25) / 2]
+    assert lora["seeds"] == [42, 43] and lora["final_average"]["bleu"]["mean"] == pytest.approx(sum(finals) / 2)
+    assert lora["final_average"]["bleu"]["half_width"] == pytest.approx(12.706 * abs(finals[0] - finals[1]) / 2)
+    assert lora["scores"]["bleu"][0][0] == {"mean": 0.0038, "half_width": 0.0, "low": 0.0038, "high": 0.0038, "n": 2}
+    assert summary["comparisons"] == [] and {c["id"] for c in summary["claims"]} >= {"hybrid_best_final_average"}

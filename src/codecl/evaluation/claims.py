@@ -73,7 +73,8 @@ def describe(found: Interval, fmt: Callable[[float], str] = lambda v: f"{v:.4f}"
         return "n/a"
     if found.half_width is None:
         return f"{fmt(found.mean)} ({found.n} seed)"
-    return f"{fmt(found.mean)} ± {fmt(found.half_width)} [{fmt(found.low)}, {fmt(found.high)}] ({found.n} seeds)"
+    half = fmt(found.half_width).lstrip("+")  # a half-width has no sign
+    return f"{fmt(found.mean)} ± {half} [{fmt(found.low)}, {fmt(found.high)}] ({found.n} seeds)"
 
 
 def _signed(v: float) -> str:
