@@ -20,6 +20,9 @@ from codecl.errors import ConfigError
 
 LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
 METHOD_NAMES = ("lora", "full_layer", "hybrid", "hybrid_shared")
+"""The study's four methods (the default `methods`)."""
+BASELINE_NAMES = ("sequential_ft", "joint", "replay", "ewc", "olora")
+"""Reference methods run in the same harness (`codecl.methods.registry`); named explicitly in `methods`."""
 EXEC_LANGUAGES = ("python", "javascript")
 """Languages whose generated code the sandbox can run (`eval.exec_benchmarks`)."""
 
@@ -164,12 +167,79 @@ class BlockConfig:
         c.raise_if_any()
 
 
+_WEIGHTS = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    base: str = "lora"
+    """What the joint (multitask) baseline trains: lora (one adapter, method.lora settings) or full (the whole model)."""
+
+    def __post_init__(self):
+        c = _Checks("method.joint.")
+        c.require(self.base in _WEIGHTS, "base", f"must be lora or full, got {self.base!r}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    base: str = "lora"
+    """What replay trains across tasks: lora (one adapter carried across tasks) or full (the whole model)."""
+    buffer_per_task: int = 50
+    """Training examples kept from each finished task and mixed into every later stage (sampled from the seed)."""
+
+    def __post_init__(self):
+        c = _Checks("method.replay.")
+        c.require(self.base in _WEIGHTS, "base", f"must be lora or full, got {self.base!r}")
+        c.require(self.buffer_per_task >= 1, "buffer_per_task", f"must be >= 1 (use sequential_ft for no replay), got {self.buffer_per_task}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class EwcConfig:
+    base: str = "lora"
+    """What EWC trains across tasks: lora (one adapter carried across tasks) or full (the whole model)."""
+    lambda_penalty: float = 1000.0
+    """λ of the penalty λ/2 Σ F (θ − θ*)² (Kirkpatrick et al. 2017); named so because `lambda` is a Python keyword."""
+    fisher_batches: int = 20
+    """Training batches of a finished task that estimate its diagonal Fisher (fewer if the task has fewer)."""
+
+    def __post_init__(self):
+        c = _Checks("method.ewc.")
+        c.require(self.base in _WEIGHTS, "base", f"must be lora or full, got {self.base!r}")
+        c.require(self.lambda_penalty >= 0, "lambda_penalty", f"must be >= 0 (0 turns the penalty off), got {self.lambda_penalty}")
+        c.require(self.fisher_batches >= 1, "fisher_batches", f"must be >= 1, got {self.fisher_batches}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class OLoraConfig:
+    lambda_orth: float = 0.5
+    """λ1 of O-LoRA's Σ_s<t ‖A_s A_tᵀ‖²_F (arXiv 2310.14152), summed over layers."""
+    lambda_l2: float = 0.0
+    """λ2 of the L2 penalty on the new adapter's weights (0 = off)."""
+
+    def __post_init__(self):
+        c = _Checks("method.olora.")
+        c.require(self.lambda_orth >= 0, "lambda_orth", f"must be >= 0, got {self.lambda_orth}")
+        c.require(self.lambda_l2 >= 0, "lambda_l2", f"must be >= 0, got {self.lambda_l2}")
+        c.raise_if_any()
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
-    """LoRA settings, used by lora, hybrid and hybrid_shared."""
+    """LoRA settings, used by lora, hybrid and hybrid_shared (and the LoRA baselines)."""
     block: BlockConfig = field(default_factory=BlockConfig)
     """Inserted-block settings, used by full_layer, hybrid and hybrid_shared."""
+    joint: JointConfig = field(default_factory=JointConfig)
+    """Settings of the joint (multitask) baseline."""
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    """Settings of the replay baseline."""
+    ewc: EwcConfig = field(default_factory=EwcConfig)
+    """Settings of the EWC baseline."""
+    olora: OLoraConfig = field(default_factory=OLoraConfig)
+    """Settings of the O-LoRA baseline."""
 
 
 @dataclass(frozen=True)
@@ -288,8 +358,9 @@ class RunConfig:
         unknown = [t for t in self.tasks if t not in LANGUAGES]
         c.require(not unknown, "tasks", f"has unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
         c.require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a language")
-        unknown = [m for m in self.methods if m not in METHOD_NAMES]
-        c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHOD_NAMES)}")
+        unknown = [m for m in self.methods if m not in METHOD_NAMES + BASELINE_NAMES]
+        c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHOD_NAMES + BASELINE_NAMES)}")
+        c.require(len(set(self.methods)) == len(self.methods), "methods", "must not repeat a method")
         c.require(len(self.methods) >= 1, "methods", "must name at least one method")
         c.require(len(self.seeds) >= 1, "seeds", "must name at least one seed")
         c.raise_if_any()

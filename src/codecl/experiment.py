@@ -25,6 +25,7 @@ from codecl.evaluation.generate import generate_codes
 from codecl.evaluation.metrics import score_all
 from codecl.execution.inrun import METRIC as EXEC_METRIC, InRunExecutor
 from codecl.fileio import write_text
+from codecl.methods.build import build_model
 from codecl.methods.continual import ContinualModel
 from codecl.model.base import load_base
 from codecl.results import find_run, finalize_run, load_results, new_results, save_results, upsert_run
@@ -181,26 +182,32 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
 
 def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress, executor=None) -> None:
     base, _, info = load_base(cfg.model, cfg, progress=False)  # a fresh frozen base: PEFT edits modules in place
-    cm = ContinualModel(base, method, cfg.method, info).to(device)
+    cm = build_model(base, method, cfg.method, info).to(device)
     for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
         run.setdefault(key, {})
-    for index, task in enumerate(cfg.tasks, start=1):
+    train_data = {t: d.train for t, d in tasks.items()}
+    stages = cm.stages(list(cfg.tasks))  # one per task; the joint baseline's single `joint` stage
+    for index, stage in enumerate(stages, start=1):
+        task, stage_seed = stage.name, seed * 1000 + index
         folder = out / method / f"seed-{seed}" / task
         if task in run["stages"]:  # completed before an interruption: reload, verify, skip
             cm.load_task(task, folder)
+            cm.to(device)
+            cm.end_stage(stage, train_data, tokenizer.pad_token_id, device, stage_seed, cfg.train.batch_size)
             continue
-        seed_everything(seed * 1000 + index)  # per stage, before new modules are initialised: resumable bit for bit
+        seed_everything(stage_seed)  # per stage, before new modules are initialised: resumable bit for bit
         cm.add_task(task)
         cm.to(device)
         cm.activate(task)
-        desc = f"{method} seed-{seed} {index}/{len(cfg.tasks)} {task}"
-        cost = train_task(cm, tasks[task].train, cfg.train, tokenizer.pad_token_id, device, seed * 1000 + index,
+        desc = f"{method} seed-{seed} {index}/{len(stages)} {task}"
+        cost = train_task(cm, cm.training_data(stage, train_data, seed), cfg.train, tokenizer.pad_token_id, device, stage_seed,
                           log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc,
-                          checkpoint_dir=folder.with_name(f"{task}.checkpoint"))
+                          checkpoint_dir=folder.with_name(f"{task}.checkpoint"), regularizer=cm.regularizer())
         cm.save_task(task, folder, extra={"seed": seed, "stage": index})
         remove_checkpoint(folder.with_name(f"{task}.checkpoint"))  # the stage's modules are sealed: the checkpoint is spent
+        cm.end_stage(stage, train_data, tokenizer.pad_token_id, device, stage_seed, cfg.train.batch_size)  # e.g. EWC's Fisher
         mark = time.perf_counter()
-        rows = evaluate_all(cm, cm, tokenizer, tasks, cfg.tasks[:index], cfg, device, progress, desc, executor)
+        rows = evaluate_all(cm, cm, tokenizer, tasks, [s.name for s in stages[:index]], cfg, device, progress, desc, executor)
         eval_seconds = time.perf_counter() - mark
         run["stages"].append(task)
         for metric, row in rows.items():

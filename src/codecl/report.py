@@ -157,9 +157,12 @@ def _phase_table(results: dict, run: dict) -> str:
     header += ["Loss first → last"] if curves else []
     rows = []
     for stage, task in enumerate(run["stages"][1:], start=1):
-        j = tasks.index(task)
+        if task in tasks:
+            before, after, base = (R[s][tasks.index(task)] for s in (stage - 1, stage, 0))
+        else:  # the joint baseline's one stage trains every task: their mean
+            before, after, base = (mean_ci95(R[s])[0] for s in (stage - 1, stage, 0))
         samples = run["train_samples_per_second"].get(task)
-        row = [str(stage), task, f"{_score(R[stage - 1][j])} → {_score(R[stage][j])}", _score(R[0][j]),
+        row = [str(stage), task, f"{_score(before)} → {_score(after)}", _score(base),
                _seconds(run["train_seconds"].get(task)), "n/a" if samples is None else f"{samples:.1f}",
                _bytes(run["peak_memory_bytes"].get(task))]
         if curves:

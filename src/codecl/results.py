@@ -30,13 +30,19 @@ REQUIRED_METRICS = ("bleu", "exact_match", "syntax_pass")
 """Metrics every run scores on every task and stage; others (e.g. `bleu_sentence_smoothed`,
 `pass_at_1`) are optional and may hold `null` cells."""
 FORGETTING_METRIC = "bleu"
+JOINT_STAGE = "joint"
+"""The one training stage of the joint baseline (one model trained once on every task's data, the
+multitask upper bound). It has no task sequence: its run has the stages `["base", "joint"]` and two
+score rows (the base model, then the joint model on every task); its per-stage fields are keyed
+`joint`; it is complete with those two stages; its forgetting is `{}` and bwt / fwt `null` (no
+earlier stage to compare with); `final_average` is comparable with every other method's."""
 PER_TASK_FIELDS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes")
 _NULLABLE_PER_TASK = ("train_samples_per_second", "peak_memory_bytes")
 _TOLERANCE = 1e-9
 
 __all__ = [
     "SCHEMA_VERSION", "REQUIRED_METRICS", "new_results", "upsert_run", "find_run", "finalize_run",
-    "is_complete", "validate_results", "validate_run_dir", "save_results", "load_results",
+    "is_complete", "is_joint", "JOINT_STAGE", "validate_results", "validate_run_dir", "save_results", "load_results",
 ]
 
 
@@ -85,9 +91,14 @@ def finalize_run(run: dict) -> dict:
     return run
 
 
+def is_joint(run: dict) -> bool:
+    """True for a run of the joint baseline (stages `base`, then `joint`)."""
+    return run["stages"][1:2] == [JOINT_STAGE]
+
+
 def is_complete(results: dict, run: dict) -> bool:
-    """True when the run trained every task (it has `len(tasks) + 1` stages)."""
-    return len(run["stages"]) == len(results["tasks"]) + 1
+    """True when the run trained every task (it has `len(tasks) + 1` stages, or is a finished joint run)."""
+    return len(run["stages"]) == len(results["tasks"]) + 1 or run["stages"] == ["base", JOINT_STAGE]
 
 
 # ---------------------------------------------------------------- validation
@@ -153,7 +164,8 @@ def _check_run(run: Any, field: str, tasks: list[str]) -> None:
     _require(isinstance(run.get("seed"), int) and not isinstance(run["seed"], bool), f"{field}.seed", f"must be an integer, got {run.get('seed')!r}")
     stages = run.get("stages")
     _require(isinstance(stages, list) and stages[:1] == ["base"], f"{field}.stages", "must be a list starting with \"base\"")
-    _require(stages[1:] == tasks[: len(stages) - 1], f"{field}.stages", f"must be base followed by the tasks in order {tasks}, got {stages}")
+    _require(stages[1:] == tasks[: len(stages) - 1] or stages == ["base", JOINT_STAGE], f"{field}.stages",
+             f"must be base followed by the tasks in order {tasks} (or base, {JOINT_STAGE}), got {stages}")
     scores = run.get("scores")
     _require(isinstance(scores, dict), f"{field}.scores", "must be an object keyed by metric")
     missing = [m for m in REQUIRED_METRICS if m not in scores]
@@ -161,12 +173,13 @@ def _check_run(run: Any, field: str, tasks: list[str]) -> None:
     for metric, R in scores.items():
         _check_matrix(R, f"{field}.scores.{metric}", len(stages), len(tasks), nullable=metric not in REQUIRED_METRICS)
     trained = stages[1:]
+    known = tasks + [JOINT_STAGE] if is_joint(run) else tasks  # per-stage fields are keyed by stage name
     for key in PER_TASK_FIELDS:
-        _check_per_task(run, field, key, trained, tasks)
+        _check_per_task(run, field, key, trained, known)
     stored = run.get("stored_parameters")
     _require(isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0, f"{field}.stored_parameters", f"must be a non-negative integer, got {stored!r}")
     curves = run.get("loss_curve", {})
-    _require(isinstance(curves, dict) and all(t in tasks for t in curves), f"{field}.loss_curve", "must be an object keyed by task")
+    _require(isinstance(curves, dict) and all(t in known for t in curves), f"{field}.loss_curve", "must be an object keyed by task")
     for task, curve in curves.items():
         ok = isinstance(curve, list) and all(v is None or _is_number(v) or isinstance(v, dict) for v in curve)
         _require(ok, f"{field}.loss_curve.{task}", "must be a list of losses or of {\"step\", \"loss\", ...} points")
@@ -191,7 +204,8 @@ def _check_document(results: Any, complete: bool) -> None:
         key = (run["method"], run["seed"])
         _require(key not in seen, f"runs[{i}]", f"repeats method {key[0]!r} seed {key[1]}")
         seen.add(key)
-        _require(not complete or is_complete(results, run), f"runs[{i}].stages", f"has {len(run['stages'])} stages but a finished run has {len(tasks) + 1}")
+        _require(not complete or is_complete(results, run), f"runs[{i}].stages",
+                 f"has {len(run['stages'])} stages but a finished run has {len(tasks) + 1} (a joint run: 2)")
     if complete:
         cfg = results["config"]
         wanted = [(m, s) for m in cfg.get("methods", []) for s in cfg.get("seeds", [])]

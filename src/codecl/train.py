@@ -2,7 +2,8 @@
 
 AdamW over the active task's parameters only; dynamic padding with length-bucketed batches;
 a non-finite loss skips its step (counted) and too many in a row stop the run (exit 5);
-grad-norm clipping; loss and timing to the event log; a mid-stage checkpoint every
+an optional `regularizer` (a callable returning an extra loss term, e.g. EWC's penalty or
+O-LoRA's orthogonality loss) added to each batch's loss; grad-norm clipping; loss and timing to the event log; a mid-stage checkpoint every
 `checkpoint_every_steps` steps, from which an interrupted stage continues bit for bit.
 Returns the stage's measured cost.
 """
@@ -13,6 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,8 +44,9 @@ def seed_everything(seed: int) -> None:
 
 def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device, seed: int,
                log=lambda event: None, progress: bool = True, desc: str = "train",
-               checkpoint_dir: Path | None = None) -> StageCost:
-    """Train the active task's modules of `model` (a ContinualModel) on `data` for cfg.epochs."""
+               checkpoint_dir: Path | None = None, regularizer: Callable[[], torch.Tensor] | None = None) -> StageCost:
+    """Train the active task's modules of `model` (a ContinualLearner) on `data` for cfg.epochs;
+    `regularizer()`, when given, is added to every batch's loss."""
     from tqdm.auto import tqdm
 
     named = [(n, p) for n, p in model.task_parameters(model.active) if p.requires_grad]
@@ -68,6 +71,8 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
             batch = pad_batch([data.source_ids[i] for i in batch_ids], [data.target_ids[i] for i in batch_ids], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = model(**batch).loss
+            if regularizer is not None:
+                loss = loss + regularizer()
             pos["step"] += 1
             bar.update(1)
             if not math.isfinite(loss.item()):

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codecl.config import RunConfig
-from codecl.methods.continual import ContinualModel
-from codecl.methods.registry import METHODS
+from codecl.methods.build import build_model
 from codecl.model.base import BaseInfo, count_parameters, freeze
 
 
@@ -34,17 +33,21 @@ def _base_from_config(cfg: RunConfig):
 
 
 def parameter_report(cfg: RunConfig) -> dict:
-    """{"base": N, "methods": {name: {"trainable_per_task": n, "stored_after": {"1": n, ...}}}}."""
+    """{"base": N, "methods": {name: {"trainable_per_task": n, "stored_after": {"1": n, ...}}}}.
+
+    `stored_after` is keyed by how many tasks have been trained: the joint baseline, whose one
+    stage trains them all, has the single key `len(tasks)`."""
     report: dict = {"base": None, "methods": {}}
     for method in cfg.methods:
         base = _base_from_config(cfg)
         report["base"] = count_parameters(base)
         info = BaseInfo(cfg.model.name, str(Path(cfg.model.name)), "accounting", report["base"])
-        cm = ContinualModel(base, METHODS.get(method), cfg.method, info)
-        stored, trainable = {}, []
-        for i, task in enumerate(cfg.tasks, start=1):
-            cm.add_task(task)
-            trainable.append(cm.task_parameter_count(task))
-            stored[str(i)] = cm.stored_parameter_count()
+        cm = build_model(base, method, cfg.method, info)
+        stored, trainable, covered = {}, [], 0
+        for stage in cm.stages(list(cfg.tasks)):
+            cm.add_task(stage.name)
+            trainable.append(cm.task_parameter_count(stage.name))
+            covered += len(stage.tasks)
+            stored[str(covered)] = cm.stored_parameter_count()
         report["methods"][method] = {"trainable_per_task": trainable[0], "stored_after": stored}
     return report

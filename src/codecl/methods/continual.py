@@ -22,6 +22,8 @@ from torch import nn
 from codecl import __version__
 from codecl.errors import AdapterMismatchError, CheckpointError
 from codecl.fileio import atomic_write, read_json, verify_manifest, write_json, write_manifest
+from codecl.data.batching import EncodedPairs
+from codecl.methods.mixing import Stage, concat_pairs
 from codecl.methods.registry import METHODS, MethodSpec
 from codecl.model.base import BaseInfo
 from codecl.model.blocks import BlockSlot, new_block
@@ -54,13 +56,7 @@ class ContinualModel(nn.Module):
         return SHARED if self.spec.block == "shared" else task
 
     def _lora_config(self):
-        from peft import LoraConfig, TaskType
-
-        c = self.method_cfg.lora
-        return LoraConfig(
-            task_type=TaskType.SEQ_2_SEQ_LM, r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout,
-            target_modules=list(c.target_modules), base_model_name_or_path=self.base_info.path,
-        )
+        return lora_config(self.method_cfg, self.base_info)
 
     def _add_adapter(self, task: str, config) -> None:
         from peft import get_peft_model
@@ -134,6 +130,22 @@ class ContinualModel(nn.Module):
                     total += p.numel()
         return total
 
+    # ------------------------------------------------------------------ training hooks (see codecl.methods.build)
+    def stages(self, tasks: list[str]) -> list[Stage]:
+        """One stage per task, in order."""
+        return [Stage(t, (t,)) for t in tasks]
+
+    def training_data(self, stage: Stage, data: dict[str, EncodedPairs], seed: int) -> EncodedPairs:
+        """The stage's own task data."""
+        return concat_pairs([data[t] for t in stage.tasks])
+
+    def regularizer(self):
+        """No extra loss term."""
+        return None
+
+    def end_stage(self, stage: Stage, data: dict[str, EncodedPairs], pad_id: int, device, seed: int, batch_size: int) -> None:
+        """Nothing to consolidate."""
+
     # ------------------------------------------------------------------ calls
     def forward(self, **batch):
         return self.model(**batch)
@@ -148,13 +160,7 @@ class ContinualModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.spec.lora:
-            from peft.utils import get_peft_model_state_dict
-
-            state = get_peft_model_state_dict(self.peft, adapter_name=task, save_embedding_layers=False)
-            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            atomic_write(folder / "adapter_model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-            config_dict = self.peft.peft_config[task].to_dict()
-            write_json(folder / "adapter_config.json", _jsonable(config_dict))
+            save_adapter(self.peft, task, folder)
         key = self.block_key(task)
         if key is not None:
             block_cfg = self.method_cfg.block
@@ -183,13 +189,7 @@ class ContinualModel(nn.Module):
         if task not in self.tasks:
             self.add_task(task)
         if self.spec.lora:
-            from peft.utils import set_peft_model_state_dict
-
-            state = _load_safetensors(folder / "adapter_model.safetensors")
-            result = set_peft_model_state_dict(self.peft, state, adapter_name=task)
-            missing = [k for k in result.missing_keys if "lora_" in k and f".{task}." in k]
-            if missing:
-                raise CheckpointError(f"{folder / 'adapter_model.safetensors'}: missing adapter weights, e.g. {missing[0]}")
+            load_adapter(self.peft, task, folder)
         key = self.block_key(task)
         if key is not None:
             state = _load_safetensors(folder / "block.safetensors")
@@ -197,6 +197,38 @@ class ContinualModel(nn.Module):
                 self.blocks[key].load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise CheckpointError(f"{folder / 'block.safetensors'}: does not fit the block ({str(exc).splitlines()[0]})") from exc
+
+
+def lora_config(method_cfg, base_info: BaseInfo):
+    """The PEFT LoraConfig of `method.lora` (T5 seq2seq, recording the base's path)."""
+    from peft import LoraConfig, TaskType
+
+    c = method_cfg.lora
+    return LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM, r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout,
+        target_modules=list(c.target_modules), base_model_name_or_path=base_info.path,
+    )
+
+
+def save_adapter(peft_model, adapter: str, folder: Path) -> None:
+    """One adapter of a PeftModel as a plain PEFT folder (`PeftModel.from_pretrained` loads it)."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model, adapter_name=adapter, save_embedding_layers=False)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write(folder / "adapter_model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_json(folder / "adapter_config.json", _jsonable(peft_model.peft_config[adapter].to_dict()))
+
+
+def load_adapter(peft_model, adapter: str, folder: Path) -> None:
+    """Load a PEFT folder's weights into the existing adapter `adapter`; a missing weight is an error."""
+    from peft.utils import set_peft_model_state_dict
+
+    state = _load_safetensors(folder / "adapter_model.safetensors")
+    result = set_peft_model_state_dict(peft_model, state, adapter_name=adapter)
+    missing = [k for k in result.missing_keys if "lora_" in k and f".{adapter}." in k]
+    if missing:
+        raise CheckpointError(f"{folder / 'adapter_model.safetensors'}: missing adapter weights, e.g. {missing[0]}")
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

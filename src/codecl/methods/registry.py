@@ -6,12 +6,43 @@
 | full_layer    | no            | one per task            |
 | hybrid        | yes           | one per task            |
 | hybrid_shared | yes           | one, shared by all tasks and trained again with each |
+
+Baselines run in the same harness (same data, evaluation and report):
+
+| method        | what is trained                               | what keeps the past                  |
+|---------------|-----------------------------------------------|--------------------------------------|
+| sequential_ft | the whole model, task after task              | nothing (the forgetting reference)   |
+| joint         | one LoRA adapter (or the whole model), once, on all tasks' data | nothing to keep: the multitask upper bound |
+| replay        | one LoRA adapter (or the whole model) carried across tasks | a small buffer of earlier tasks' examples mixed in |
+| ewc           | one LoRA adapter (or the whole model) carried across tasks | λ/2 Σ F (θ − θ*)² (Kirkpatrick et al. 2017) |
+| olora         | a new LoRA adapter per task; earlier ones frozen and summed | ‖A_s A_tᵀ‖² orthogonality (O-LoRA, arXiv 2310.14152) |
+
+`kind` picks the model class that implements a spec (`codecl.methods.build.MODEL_KINDS`):
+`modules` (`ContinualModel`), `olora` (`OLoraModel`) or `shared` (`SharedModel`, one set of
+weights carried across tasks, set up by the spec's `plan`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from codecl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SharedPlan:
+    """What a shared-weights baseline does (read from the method config when the model is built)."""
+
+    weights: str
+    """`lora` (one adapter carried across tasks) or `full` (the whole model is trained)."""
+    joint: bool = False
+    """True: one stage, named `joint`, on the union of every task's training data."""
+    replay_per_task: int = 0
+    """Examples of each earlier task mixed into each later stage's training data."""
+    ewc_lambda: float = 0.0
+    """EWC penalty strength λ (0 = no penalty)."""
+    fisher_batches: int = 0
+    """Batches of a finished task's training data that estimate its diagonal Fisher."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +53,10 @@ class MethodSpec:
     block: str | None
     """None, `per_task` or `shared`."""
     description: str
+    kind: str = "modules"
+    """Model class: `modules` (ContinualModel), `olora` (OLoraModel) or `shared` (SharedModel)."""
+    plan: Callable | None = None
+    """For `shared`: method config -> SharedPlan."""
 
 
 class Registry:
@@ -50,3 +85,16 @@ METHODS.register(MethodSpec("lora", True, None, "a new LoRA adapter per task"))
 METHODS.register(MethodSpec("full_layer", False, "per_task", "a new inserted transformer block per task"))
 METHODS.register(MethodSpec("hybrid", True, "per_task", "per-task LoRA + per-task inserted block"))
 METHODS.register(MethodSpec("hybrid_shared", True, "shared", "per-task LoRA + one inserted block shared by all tasks"))
+
+# ---------------------------------------------------------------- baselines (issue 8)
+METHODS.register(MethodSpec("sequential_ft", False, None, "full fine-tuning of the whole model, task after task",
+                            kind="shared", plan=lambda c: SharedPlan("full")))
+METHODS.register(MethodSpec("joint", False, None, "one model trained once on all tasks' data (multitask upper bound)",
+                            kind="shared", plan=lambda c: SharedPlan(c.joint.base, joint=True)))
+METHODS.register(MethodSpec("replay", False, None, "one adapter (or the whole model) trained on each task plus a replay buffer",
+                            kind="shared", plan=lambda c: SharedPlan(c.replay.base, replay_per_task=c.replay.buffer_per_task)))
+METHODS.register(MethodSpec("ewc", False, None, "one adapter (or the whole model) with elastic weight consolidation",
+                            kind="shared", plan=lambda c: SharedPlan(c.ewc.base, ewc_lambda=c.ewc.lambda_penalty,
+                                                                     fisher_batches=c.ewc.fisher_batches)))
+METHODS.register(MethodSpec("olora", True, None, "per-task LoRA, earlier adapters frozen and summed, orthogonal A matrices",
+                            kind="olora"))
