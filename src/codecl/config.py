@@ -264,6 +264,10 @@ class TrainConfig:
     """Stop with exit 5 after this many non-finite losses in a row (each one skips its step)."""
     checkpoint_every_steps: int = 100
     """Write a mid-stage checkpoint (weights, optimizer, RNG, data position) every this many steps; 0 = never."""
+    mixed_precision: str = "no"
+    """no (float32) or bf16: forward passes and generation under bfloat16 autocast through Accelerate
+    (GPUs with bf16 support; the trainable weights, optimizer and gradients stay float32). fp16 is not
+    offered: T5 activations overflow its range. See `codecl.distributed`."""
 
     def __post_init__(self):
         c = _Checks("train.")
@@ -275,6 +279,7 @@ class TrainConfig:
         c.require(self.log_every >= 1, "log_every", "must be >= 1")
         c.require(self.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", "must be >= 1")
         c.require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
+        c.require(self.mixed_precision in ("no", "bf16"), "mixed_precision", f"must be no or bf16, got {self.mixed_precision!r}")
         c.raise_if_any()
 
 

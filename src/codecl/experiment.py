@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from codecl import __version__
+from codecl import __version__, distributed
 from codecl.checkpoint import remove_checkpoint
 from codecl.config import RunConfig, to_dict
 from codecl.data.batching import EncodedPairs, encode_pairs
@@ -67,6 +67,16 @@ class EventLog:
         self._fh.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class NoLog:
+    """The event log of a process that writes no files (ranks other than the main one)."""
+
+    def __call__(self, event: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _quiet_transformers() -> None:
@@ -136,22 +146,30 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output folder {out}: {exc.strerror}") from exc
-    write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    dist = distributed.setup(pick_device(cfg.train.device), cfg.train.mixed_precision)  # one process: no process group
+    progress = progress and dist.is_main
+    if dist.is_main:  # several processes: only the main one writes files, the others compute alike
+        write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    device = pick_device(cfg.train.device)
-    log = EventLog(out / "events.jsonl")
+    device = dist.device
+    log = EventLog(out / "events.jsonl") if dist.is_main else NoLog()
+    distributed.print_notes(dist)
+    if dist.is_distributed:
+        log({"event": "distributed", "processes": dist.world_size, "device": str(device), "mixed_precision": dist.mixed_precision})
     started = time.perf_counter()
     log({"event": "start", "resume": resume, "torch_threads": torch.get_num_threads(), "device": str(device), "codecl_version": __version__})
 
     _quiet_transformers()
-    base, tokenizer, info = load_base(cfg.model, cfg, progress=progress)
+    with dist.main_process_first():  # the main process builds the cached corpus and base; the others then read them
+        base, tokenizer, info = load_base(cfg.model, cfg, progress=progress)
     log({"event": "phase", "name": "base_model", "seconds": round(time.perf_counter() - started, 2)})
     if results is not None and results["base_model"].get("fingerprint") != info.fingerprint:
         raise CheckpointError(f"{results_path}: recorded base fingerprint {results['base_model'].get('fingerprint')} "
                               f"differs from the loaded base's {info.fingerprint}; use another --output-dir")
     results = results or new_results(to_dict(cfg), info.as_dict(), list(cfg.tasks))
-    tasks = load_task_data(cfg, tokenizer)
+    with dist.main_process_first():
+        tasks = load_task_data(cfg, tokenizer)
     log({"event": "data", **{t: {"train": len(d.train), "eval": len(d.eval_sources), "truncated_sources": d.train.truncated_sources,
                                 "truncated_targets": d.train.truncated_targets} for t, d in tasks.items()}})
     executor = InRunExecutor.from_config(cfg, log)  # None without benchmarks, or without the opt-in (logs exec_skipped)
@@ -171,6 +189,9 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     from codecl.report import summary_table, write_report
 
     mark = time.perf_counter()
+    dist.close()  # every rank is done; the main process alone writes the report
+    if not dist.is_main:
+        return results
     report = write_report(out)
     log({"event": "phase", "name": "report", "seconds": round(time.perf_counter() - mark, 2)})
     log({"event": "done", "seconds": round(time.perf_counter() - started, 2)})
@@ -203,8 +224,9 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
         cost = train_task(cm, cm.training_data(stage, train_data, seed), cfg.train, tokenizer.pad_token_id, device, stage_seed,
                           log=lambda e: log({"method": method, "seed": seed, "task": task, **e}), progress=progress, desc=desc,
                           checkpoint_dir=folder.with_name(f"{task}.checkpoint"), regularizer=cm.regularizer())
-        cm.save_task(task, folder, extra={"seed": seed, "stage": index})
-        remove_checkpoint(folder.with_name(f"{task}.checkpoint"))  # the stage's modules are sealed: the checkpoint is spent
+        if distributed.current().is_main:  # several processes: every rank holds the same modules; one writes them
+            cm.save_task(task, folder, extra={"seed": seed, "stage": index})
+            remove_checkpoint(folder.with_name(f"{task}.checkpoint"))  # the stage's modules are sealed: the checkpoint is spent
         cm.end_stage(stage, train_data, tokenizer.pad_token_id, device, stage_seed, cfg.train.batch_size)  # e.g. EWC's Fisher
         mark = time.perf_counter()
         rows = evaluate_all(cm, cm, tokenizer, tasks, [s.name for s in stages[:index]], cfg, device, progress, desc, executor)
@@ -220,7 +242,8 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
         run["stored_parameters"] = cm.stored_parameter_count()
         finalize_run(run)
         upsert_run(results, run)
-        save_results(out / "results.json", results)
+        if distributed.current().is_main:
+            save_results(out / "results.json", results)
         log({"event": "stage", "method": method, "seed": seed, "task": task, "seconds": cost.seconds, "eval_seconds": round(eval_seconds, 2),
              "samples_per_second": cost.samples_per_second, "peak_memory_bytes": cost.peak_memory_bytes,
              "scores": {m: r for m, r in rows.items()}})

@@ -5,6 +5,8 @@ a non-finite loss skips its step (counted) and too many in a row stop the run (e
 an optional `regularizer` (a callable returning an extra loss term, e.g. EWC's penalty or
 O-LoRA's orthogonality loss) added to each batch's loss; grad-norm clipping; loss and timing to the event log; a mid-stage checkpoint every
 `checkpoint_every_steps` steps, from which an interrupted stage continues bit for bit.
+Under several processes (`codecl.distributed`) each rank trains on its slice of every global
+batch; gradients are summed with each slice weighted by its share of the batch's label tokens.
 Returns the stage's measured cost.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from codecl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from codecl.data.batching import EncodedPairs, bucketed_batches, pad_batch
+from codecl.distributed import Distributed, current
 from codecl.errors import DivergenceError
 from codecl.memory import PeakMemory
 
@@ -42,13 +45,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _synced_loss(loss: torch.Tensor, weight: float, params: list, dist: Distributed) -> float:
+    """Several processes: backpropagate this rank's token-weighted share of the global batch's mean
+    loss, then sum gradients and loss over ranks. A non-finite share is not backpropagated; the
+    summed loss is then non-finite on every rank, and every rank skips the step."""
+    local = loss * weight
+    value = local.item()
+    if math.isfinite(value):
+        local.backward()
+    return dist.sync_gradients(params, value)
+
+
 def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device, seed: int,
                log=lambda event: None, progress: bool = True, desc: str = "train",
-               checkpoint_dir: Path | None = None, regularizer: Callable[[], torch.Tensor] | None = None) -> StageCost:
+               checkpoint_dir: Path | None = None, dist: Distributed | None = None, regularizer: Callable[[], torch.Tensor] | None = None) -> StageCost:
     """Train the active task's modules of `model` (a ContinualLearner) on `data` for cfg.epochs;
     `regularizer()`, when given, is added to every batch's loss."""
     from tqdm.auto import tqdm
 
+    dist = dist or current()  # several processes: see codecl.distributed
     named = [(n, p) for n, p in model.task_parameters(model.active) if p.requires_grad]
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -56,10 +71,12 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
     epochs = [bucketed_batches(lengths, cfg.batch_size, seed + epoch) for epoch in range(cfg.epochs)]
     total_steps = sum(len(b) for b in epochs)
     pos = {"epoch": 0, "batch": 0, "step": 0, "skipped": 0, "consecutive": 0, "samples": 0, "seconds": 0.0, "curve": [], "window": []}
+    dist.broadcast_parameters(params)  # every rank starts from the main process's modules
     found = find_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if found is not None:
         pos.update(load_checkpoint(found, named, optimizer))
         log({"event": "resume_stage", "step": pos["step"], "checkpoint": str(found)})
+    dist.reseed_dropout(seed, pos["step"])  # ranks > 0 only
     model.train()
     peak = PeakMemory(device)
     started = time.perf_counter() - pos["seconds"]
@@ -68,14 +85,17 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
         first = pos["batch"] if epoch == pos["epoch"] else 0
         for b in range(first, len(epochs[epoch])):
             batch_ids = epochs[epoch][b]
-            batch = pad_batch([data.source_ids[i] for i in batch_ids], [data.target_ids[i] for i in batch_ids], pad_id)
+            mine, weight = dist.split_batch(batch_ids, [len(data.target_ids[i]) for i in batch_ids])  # one process: all, 1.0
+            batch = pad_batch([data.source_ids[i] for i in mine], [data.target_ids[i] for i in mine], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss = model(**batch).loss
+            with dist.autocast():
+                loss = model(**batch).loss
             if regularizer is not None:
                 loss = loss + regularizer()
             pos["step"] += 1
             bar.update(1)
-            if not math.isfinite(loss.item()):
+            loss_value = _synced_loss(loss, weight, params, dist) if dist.is_distributed else loss.item()
+            if not math.isfinite(loss_value):
                 pos["skipped"] += 1
                 pos["consecutive"] += 1
                 optimizer.zero_grad(set_to_none=True)
@@ -85,13 +105,14 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
                                           f"lower train.lr (now {cfg.lr}); the last good checkpoint is kept")
             else:
                 pos["consecutive"] = 0
-                loss.backward()
+                if not dist.is_distributed:  # several processes: done in _synced_loss
+                    loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 pos["samples"] += len(batch_ids)
-                pos["window"].append(loss.item())
+                pos["window"].append(loss_value)
             if pos["window"] and (pos["step"] % cfg.log_every == 0 or pos["step"] == total_steps):
                 point = {"step": pos["step"], "epoch": epoch, "loss": sum(pos["window"]) / len(pos["window"]),
                          "seconds": round(time.perf_counter() - started, 3)}
@@ -100,11 +121,14 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
                 log({"event": "train_loss", **point})
                 bar.set_postfix(loss=f"{point['loss']:.3f}")
             every = cfg.checkpoint_every_steps
-            if checkpoint_dir is not None and every and pos["step"] % every == 0 and pos["step"] < total_steps:
+            if every and pos["step"] % every == 0:
+                dist.reseed_dropout(seed, pos["step"])  # ranks > 0; a resumed stage reseeds alike
+            if checkpoint_dir is not None and dist.is_main and every and pos["step"] % every == 0 and pos["step"] < total_steps:
                 pos.update(epoch=epoch, batch=b + 1, seconds=time.perf_counter() - started)
                 save_checkpoint(checkpoint_dir, named, optimizer, dict(pos))
                 log({"event": "checkpoint", "step": pos["step"]})
     bar.close()
+    dist.broadcast_parameters(params)  # what every rank evaluates is what the main process saves
     seconds = time.perf_counter() - started
     model.eval()
     n_trainable = sum(p.numel() for p in params)

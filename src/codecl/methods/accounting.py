@@ -50,4 +50,7 @@ def parameter_report(cfg: RunConfig) -> dict:
             covered += len(stage.tasks)
             stored[str(covered)] = cm.stored_parameter_count()
         report["methods"][method] = {"trainable_per_task": trainable[0], "stored_after": stored}
+        peft = getattr(cm, "peft", None)
+        if peft is not None:  # the rank in use: a `match_block` rank is resolved against this base
+            report["methods"][method]["lora_rank"] = next(iter(peft.peft_config.values())).r
     return report

@@ -56,7 +56,7 @@ class ContinualModel(nn.Module):
         return SHARED if self.spec.block == "shared" else task
 
     def _lora_config(self):
-        return lora_config(self.method_cfg, self.base_info)
+        return lora_config(self.method_cfg, self.base_info, self.base)
 
     def _add_adapter(self, task: str, config) -> None:
         from peft import get_peft_model
@@ -110,9 +110,15 @@ class ContinualModel(nn.Module):
             marker = f".{task}."
             params += [(n, p) for n, p in self.peft.named_parameters() if "lora_" in n and marker in n + "."]
         key = self.block_key(task)
-        if key is not None:
+        if key is not None and not self._shared_block_frozen(task):
             params += [(f"blocks.{key}.{n}", p) for n, p in self.blocks[key].named_parameters()]
         return params
+
+    def _shared_block_frozen(self, task: str) -> bool:
+        """method.block.shared_after_first=freeze: the shared block belongs to the first task only
+        (trained in its stage, frozen after); every task still runs it."""
+        frozen = getattr(self.method_cfg.block, "shared_after_first", "train") == "freeze"
+        return frozen and self.block_key(task) == SHARED and bool(self.tasks) and task != self.tasks[0]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -199,13 +205,16 @@ class ContinualModel(nn.Module):
                 raise CheckpointError(f"{folder / 'block.safetensors'}: does not fit the block ({str(exc).splitlines()[0]})") from exc
 
 
-def lora_config(method_cfg, base_info: BaseInfo):
-    """The PEFT LoraConfig of `method.lora` (T5 seq2seq, recording the base's path)."""
+def lora_config(method_cfg, base_info: BaseInfo, model: nn.Module):
+    """The PEFT LoraConfig of `method.lora` (T5 seq2seq, recording the base's path); a `match_block`
+    rank is resolved against `model`, the base the adapter goes on (`codecl.methods.rank`)."""
     from peft import LoraConfig, TaskType
+
+    from codecl.methods.rank import resolve_lora_rank
 
     c = method_cfg.lora
     return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM, r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout,
+        task_type=TaskType.SEQ_2_SEQ_LM, r=resolve_lora_rank(c, method_cfg.block, model), lora_alpha=c.alpha, lora_dropout=c.dropout,
         target_modules=list(c.target_modules), base_model_name_or_path=base_info.path,
     )
 

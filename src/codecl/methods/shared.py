@@ -70,7 +70,7 @@ class SharedModel(nn.Module):
             from peft import get_peft_model
 
             self.base.name_or_path = self.base.config._name_or_path = self.base_info.path
-            self.peft = get_peft_model(self.base, lora_config(self.method_cfg, self.base_info), adapter_name=ADAPTER)
+            self.peft = get_peft_model(self.base, lora_config(self.method_cfg, self.base_info, self.base), adapter_name=ADAPTER)
         self.tasks.append(task)
 
     def activate(self, task: str | None) -> None:
