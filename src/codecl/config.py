@@ -131,8 +131,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    rank: int = 16
-    """LoRA rank r (arXiv 2106.09685)."""
+    rank: int | str = 16
+    """LoRA rank r (arXiv 2106.09685), or `match_block`: the smallest rank whose LoRA parameters are at
+    least those of one inserted block (method.block), resolved against the base model when it is built
+    (`codecl.methods.rank`), so LoRA and a block compare at equal size."""
     alpha: int = 32
     """LoRA scaling alpha (scale = alpha / r)."""
     dropout: float = 0.1
@@ -142,7 +144,10 @@ class LoraConfig:
 
     def __post_init__(self):
         c = _Checks("method.lora.")
-        c.require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        if isinstance(self.rank, str):
+            c.require(self.rank == "match_block", "rank", f"must be an integer >= 1 or match_block, got {self.rank!r}")
+        else:
+            c.require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
         c.require(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
         c.require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         c.require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
@@ -158,9 +163,13 @@ class BlockConfig:
     init: str = "identity"
     """identity (copy of the layer below with output projections zeroed: LLaMA Pro, arXiv 2401.02415),
     copy (plain copy of the layer below), or random."""
+    shared_after_first: str = "train"
+    """hybrid_shared only: `train` (the shared block is trained again with every task, as in the study)
+    or `freeze` (trained in the first task's stage only; later stages train their LoRA adapter alone)."""
 
     def __post_init__(self):
         c = _Checks("method.block.")
+        c.require(self.shared_after_first in ("train", "freeze"), "shared_after_first", f"must be train or freeze, got {self.shared_after_first!r}")
         c.require(self.stack in ("encoder", "decoder"), "stack", f"must be encoder or decoder, got {self.stack!r}")
         c.require(self.position == -1 or self.position >= 1, "position", f"must be -1 (top) or >= 1 (after that layer; block 0 holds T5's relative position bias), got {self.position}")
         c.require(self.init in ("identity", "copy", "random"), "init", f"must be identity, copy or random, got {self.init!r}")
@@ -386,7 +395,12 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _convert(value, non_none[0], key)
+        for alternative in non_none[:-1]:  # e.g. `int | str`: the first type the value converts to
+            try:
+                return _convert(value, alternative, key)
+            except ConfigError:
+                pass
+        return _convert(value, non_none[-1], key)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
