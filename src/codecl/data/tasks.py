@@ -1,9 +1,10 @@
 """Task data: the cleaned (description, code) pairs of one language and split, from the configured source.
 
 `data.source`:
-  - `embedded`: the corpus `codecl.data.build` makes from installed source code (Python and
-    JavaScript), built once into `data.path` or the user cache and reused (its `stats.json`,
-    written last, marks it complete and records the hash of what it was built from);
+  - `embedded`: the corpus `codecl.data.build` makes from installed source code (Python,
+    JavaScript and, with `codecl[go]`, Go) and the folders of `data.extra_sources` (any of the six
+    languages), built once per language into `data.path` or the user cache and reused (its
+    `<lang>/stats.json`, written last, marks it complete and records the hash of what it was built from);
   - `local`: CodeSearchNet files under `data.path` (layouts in `codecl.data.records`);
   - `hub`: a Hugging Face dataset (`data.hub_dataset`), which needs the network or its cache.
 Pairs are cleaned per language with one duplicate set, train first, so valid/test pairs that
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from codecl.config import DataConfig
-from codecl.data.build import STATS_FILE, Source, as_sources, build_corpus, default_sources, sources_key
+from codecl.data.build import STATS_FILE, Source, as_sources, build_corpus, default_sources, missing_source_message, source_files, sources_key
 from codecl.data.clean import CleanStats, Pair, clean_records
 from codecl.data.records import SPLITS, Record, find_data_files, read_hub_records, read_records
 from codecl.errors import CodeclError, DataError
@@ -28,36 +29,42 @@ from codecl.fileio import read_json
 from codecl.languages import get_language
 from codecl.paths import cache_dir
 
-EMBEDDED_LANGUAGES = ("python", "javascript")
+EXTRA_SOURCES_HINT = "set data.extra_sources: --set 'data.extra_sources=[FOLDER]'"
 
 
 # ---------------------------------------------------------------- the embedded corpus
 
 
-@lru_cache(maxsize=8)
-def _embedded_sources(extra_sources: tuple[str, ...]) -> tuple[tuple[Source, ...], str]:
-    sources = default_sources() + as_sources([Path(p) for p in extra_sources])
-    return tuple(sources), sources_key(sources, list(EMBEDDED_LANGUAGES))
+@lru_cache(maxsize=16)
+def _embedded_sources(extra_sources: tuple[str, ...], language: str) -> tuple[tuple[Source, ...], str, int]:
+    """The sources of `language`'s embedded corpus, their hash, and how many files they hold."""
+    sources = default_sources([language]) + as_sources([Path(p) for p in extra_sources])
+    files = source_files(sources, [language])
+    return tuple(sources), sources_key(sources, [language], files), len(files[language])
 
 
-def _is_complete(folder: Path, key: str) -> bool:
-    stats_file = folder / STATS_FILE
+def _is_complete(folder: Path, language: str, key: str) -> bool:
+    stats_file = folder / language / STATS_FILE
     if not stats_file.is_file():
         return False
     try:
         stats = read_json(stats_file)
     except (CodeclError, OSError):  # a corrupted stats file means an incomplete corpus: rebuild it
         return False
-    files_present = all((folder / lang / f"{split}.jsonl").is_file() for lang in EMBEDDED_LANGUAGES for split in SPLITS)
+    files_present = all((folder / language / f"{split}.jsonl").is_file() for split in SPLITS)
     return files_present and stats.get("sources_key") == key
 
 
-def embedded_corpus(data_cfg: DataConfig) -> Path:
-    """The folder of the embedded corpus, built first when missing or built from other sources."""
-    sources, key = _embedded_sources(tuple(data_cfg.extra_sources))
+def embedded_corpus(data_cfg: DataConfig, language: str) -> Path:
+    """The folder holding `language`'s embedded corpus (`<folder>/<language>/{split}.jsonl`), built
+    first when missing or built from other sources. Each language is built on its own: in the user
+    cache under the hash of its sources, or in `data.path`, where languages sit side by side."""
+    sources, key, n_files = _embedded_sources(tuple(data_cfg.extra_sources), language)
+    if not n_files:
+        raise DataError(f"the embedded corpus has no {language} code — " + missing_source_message(language, EXTRA_SOURCES_HINT))
     folder = Path(data_cfg.path).expanduser() if data_cfg.path else cache_dir() / "corpus" / key
-    if not _is_complete(folder, key):
-        build_corpus(list(EMBEDDED_LANGUAGES), folder, source_list=list(sources), key=key)
+    if not _is_complete(folder, language, key):
+        build_corpus([language], folder, source_list=list(sources), key=key)
     return folder
 
 
@@ -111,10 +118,7 @@ def _language_data(data_cfg: DataConfig, language: str) -> _LanguageData:
     if key in _LOADED:
         return _LOADED[key]
     if data_cfg.source == "embedded":
-        if language not in EMBEDDED_LANGUAGES:
-            raise DataError(f"the embedded corpus has {', '.join(EMBEDDED_LANGUAGES)} only, not {language}; "
-                            f"use data.source=local with data.path=<a CodeSearchNet folder>, or data.source=hub")
-        folder = embedded_corpus(data_cfg)
+        folder = embedded_corpus(data_cfg, language)
         data = _LanguageData(language, _local_reader(folder, language), str(folder))
     elif data_cfg.source == "local":
         path = Path(data_cfg.path).expanduser()
