@@ -56,7 +56,8 @@ def cli(debug: bool) -> None:
 def _config_options(f):
     f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Dotted config override, e.g. train.epochs=1.")(f)
     f = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")(f)
-    f = click.option("--preset", help="Shipped preset: quickstart (default), smoke, seed-paper.")(f)
+    f = click.option("--preset", help="Shipped preset: quickstart (default), smoke, seed-paper; study sweeps: "
+                     "lora-rank-sweep, block-ablation, shared-block-freeze.")(f)
     return f
 
 
@@ -69,7 +70,9 @@ def _config_options(f):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --output-dir; completed stages are kept.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (= --set train.num_threads=N); 1 helps on a busy machine.")
-def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resume, quiet, threads):
+@click.option("--sweep", "sweep", multiple=True, metavar="KEY=V1,V2,...",
+              help="Run once per value (repeatable: every combination), each in OUTPUT_DIR/KEY=V; writes OUTPUT_DIR/sweep.md.")
+def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resume, quiet, threads, sweep):
     """Train every method over the task sequence, evaluate after every stage, write the report."""
     from codecl.config import load_config
     from codecl.experiment import run_experiment
@@ -79,8 +82,14 @@ def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resum
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     overrides = list(overrides) + ([f"train.num_threads={threads}"] if threads else [])
-    cfg = load_config(preset, config_file, overrides, output_dir=output_dir, methods=_csv(methods), tasks=_csv(tasks), seeds=seed_list)
-    run_experiment(cfg, resume=resume, progress=not quiet)
+    cfg = load_config(preset, config_file, overrides, output_dir=output_dir, methods=_csv(methods), tasks=_csv(tasks), seeds=seed_list,
+                      sweep=list(sweep) or None)
+    if cfg.sweep:
+        from codecl.sweep import run_sweep
+
+        run_sweep(cfg, resume=resume, progress=not quiet)
+    else:
+        run_experiment(cfg, resume=resume, progress=not quiet)
 
 
 @cli.command()

@@ -365,9 +365,18 @@ class RunConfig:
         c.require(self.num_threads >= 0, "num_threads", f"must be >= 0 (0 = torch's default), got {self.num_threads}")
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
+    sweep: tuple[str, ...] = ()
+    """`KEY=V1,V2,...` items (dotted config keys, e.g. `method.lora.rank=4,8,16`): `codecl run` then runs
+    one complete run per combination of values, each in `output_dir/KEY=V,...`, and writes
+    `output_dir/sweep.md` (`codecl.sweep`). Empty: a single run."""
 
     def __post_init__(self):
         c = _Checks("")
+        for item in self.sweep:
+            key, sep, values = item.partition("=")
+            c.require(bool(sep) and bool(key.strip()) and bool(values.strip(",").strip()), "sweep",
+                      f"items must be KEY=V1,V2,... (e.g. method.lora.rank=4,8,16), got {item!r}")
+            c.require(key.strip() not in ("sweep", "output_dir"), "sweep", f"cannot sweep {key.strip()!r}")
         c.require(len(self.tasks) >= 1, "tasks", "must name at least one language")
         unknown = [t for t in self.tasks if t not in LANGUAGES]
         c.require(not unknown, "tasks", f"has unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
