@@ -18,7 +18,7 @@ from codecl.evaluation.claims import evaluate_claims
 from codecl.evaluation.stats import mean_ci95, t_critical_95
 from codecl.evaluation.summary import compare_methods, mean_forgetting as _mean_forgetting, method_groups
 from codecl.fileio import atomic_write, write_text
-from codecl.results import is_complete, load_results
+from codecl.results import is_complete, is_joint, load_results
 
 __all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95"]
 
@@ -326,7 +326,8 @@ def summary_table(results: dict) -> str:
     header = f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg BLEU':>15} {'forgetting':>11} {'stored params':>14} {'train time':>11}"
     lines = [header, "-" * len(header)]
     for run in results["runs"]:
-        stages = f"{len(run['stages']) - 1}/{len(results['tasks'])}{_star(not is_complete(results, run))}"
+        done = "joint" if is_joint(run) else f"{len(run['stages']) - 1}/{len(results['tasks'])}"  # joint: one stage on all tasks
+        stages = f"{done}{_star(not is_complete(results, run))}"
         lines.append(f"{run['method']:<14} {run['seed']:>6} {stages:>7} {_score(_final(run)):>15} {_pct(_mean_forgetting(run)):>11} "
                      f"{_count(run['stored_parameters']):>14} {_seconds(_total_seconds(run)):>11}")
     return "\n".join(lines)

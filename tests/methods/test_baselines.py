@@ -84,10 +84,10 @@ def test_joint_trains_one_stage_on_all_tasks():
     cm = model("joint")
     stages = cm.stages(["python", "javascript", "java"])
     assert stages == [Stage("joint", ("python", "javascript", "java"))]
-    data = cm.training_data(stages[0], DATA, seed=7)
-    assert len(data) == 36 and {s[0] for s in data.source_ids} == {91, 92, 93}
     cm.add_task("joint")
     cm.activate("joint")
+    data = cm.training_data(stages[0], DATA, seed=7)
+    assert len(data) == 36 and {s[0] for s in data.source_ids} == {91, 92, 93}
     assert cm.task_parameter_count("joint") == cm.stored_parameter_count() > 0  # one LoRA adapter by default
     full = model("joint", MethodConfig(lora=SMALL.lora, joint=JointConfig(base="full")))
     full.add_task("joint")
@@ -228,7 +228,8 @@ def test_params_reports_the_baselines():
 
     cfg = load_config("smoke", methods="lora,sequential_ft,joint,replay,ewc,olora")
     report = parameter_report(cfg)
-    m, base = report["methods"], report["base"]
+    m = {name: {k: row[k] for k in ("trainable_per_task", "stored_after")} for name, row in report["methods"].items()}
+    base = report["base"]
     assert m["sequential_ft"] == {"trainable_per_task": base, "stored_after": {"1": base, "2": base}}
     lora = m["lora"]["trainable_per_task"]
     assert m["olora"] == m["lora"] == {"trainable_per_task": lora, "stored_after": {"1": lora, "2": 2 * lora}}

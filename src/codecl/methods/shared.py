@@ -108,7 +108,7 @@ class SharedModel(nn.Module):
     def training_data(self, stage: Stage, data: dict[str, EncodedPairs], seed: int) -> EncodedPairs:
         """The stage's own data, plus a replay buffer of every task trained before it."""
         own = concat_pairs([data[t] for t in stage.tasks])
-        earlier = {t: data[t] for t in self.tasks if t not in stage.tasks}
+        earlier = {t: data[t] for t in self.tasks if t in data and t not in stage.tasks}  # stages named after a task
         if not self.plan.replay_per_task or not earlier:
             return own
         return concat_pairs([own, replay_buffer(earlier, self.plan.replay_per_task, seed)])
