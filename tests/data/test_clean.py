@@ -83,6 +83,59 @@ def test_leading_jsdoc_is_stripped_from_javascript():
     assert strip_leading_doc_comment("// not jsdoc\nfunction f() {}") == ("// not jsdoc\nfunction f() {}", None)
 
 
+# CodeSearchNet-style records of the other four languages: `code` without the comment (the usual
+# case) or with it (then the comment is stripped and, without a `docstring` field, describes it).
+JAVA_CODE = "public int add(int a, int b) {\n    int c = a + b;\n    return c;\n}"
+GO_CODE = "func (s *Stack) Add(a, b int) int {\n\tc := a + b\n\treturn c\n}"
+PHP_CODE = "public function add($a, $b)\n{\n    return $a + $b;\n}"
+RUBY_CODE = "def add(a, b)\n  c = a + b\n  c\nend"
+
+
+@pytest.mark.parametrize("language, comment, code", [
+    ("java", "/**\n * Adds the two numbers given.\n * @param a the first\n */\n", JAVA_CODE),
+    ("go", "// Add adds the two numbers given.\n//\n// It never overflows.\n//go:noinline\n", GO_CODE),
+    ("php", "/**\n * Adds the two numbers given.\n *\n * @return int\n */\n", PHP_CODE),
+    ("ruby", "# Adds the two numbers given.\n# @param a [Integer]\n", RUBY_CODE),
+    ("ruby", "=begin\nAdds the two numbers given.\n=end\n", RUBY_CODE),
+])
+def test_leading_doc_comments_of_other_languages(language, comment, code):
+    assert strip_leading_doc_comment(comment + code, language) == (code, comment)
+    assert strip_leading_doc_comment(code, language) == (code, None)
+    source, target = clean_fields({"code": comment + code, "func_name": "Calc.add"}, language)
+    assert target == code and source.endswith("the two numbers given.")
+    assert clean_fields({"code": code, "docstring": "Adds the two numbers given.", "func_name": "Calc.add"}, language) == (
+        "Adds the two numbers given.", code)
+
+
+@pytest.mark.parametrize("language, func_name, code, constructor", [
+    ("java", "Box.Box", "public Box() {\n  a();\n  b();\n}", True),
+    ("java", "Box.get", JAVA_CODE, False),
+    ("php", "User.__construct", PHP_CODE, True),
+    ("ruby", "Cart.initialize", RUBY_CODE, True),
+    ("python", "initialize", "def initialize():\n    a = 1\n    b = 2\n    return a", False),  # a Ruby name only
+    ("go", "Stack.Add", GO_CODE, False),
+])
+def test_constructors_per_language(language, func_name, code, constructor):
+    result = clean_fields({"code": code, "docstring": "Builds the thing from parts.", "func_name": func_name}, language)
+    assert (result == "constructor") is constructor
+
+
+@pytest.mark.parametrize("language, code, name", [
+    ("go", GO_CODE, "Add"), ("go", "func Add(a int) int {", "Add"), ("ruby", "def self.empty?\n  true\nend", "empty?"),
+    ("java", "@Override\npublic static <T> List<T> copyOf(List<T> xs) {", "copyOf"),
+    ("java", "@Override public String toString() {", "toString"), ("python", "@cache\ndef f(x):", "f"),
+    ("php", "public static function &make($a) {", "make"), ("javascript", "async function load(url) {", "load"),
+])
+def test_function_name_from_code(language, code, name):
+    from codecl.data.clean import function_name
+
+    assert function_name({}, code) == name
+
+
+def test_javadoc_paragraph_tag_ends_the_description():
+    assert first_paragraph("/**\n * Returns the value.\n * <p>Never null.\n */") == "Returns the value."
+
+
 # ---------------------------------------------------------------- drop reasons
 
 

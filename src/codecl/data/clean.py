@@ -243,6 +243,7 @@ _NAME_PATTERNS = (
     re.compile(r"^[\w\s]*?function\s*&?\s*\*?\s*([\w$]+)"),  # JavaScript, PHP
     re.compile(r"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:[\w$<>\[\],.?]+\s+)*?\*?\s*([\w$]+)\s*\("),  # Java, JS methods
 )
+_ANNOTATION_LINE = re.compile(r"^(?:@[\w.]+(?:\(.*\))?\s*)+$|^#\[.*\]$")
 CONSTRUCTORS = {"python": "__init__", "javascript": "constructor", "php": "__construct", "ruby": "initialize"}
 """Constructor names per language (a Java constructor is named as its class; Go has none)."""
 
@@ -252,7 +253,9 @@ def function_name(fields: dict, code: str) -> str | None:
     name = fields.get("func_name")
     if isinstance(name, str) and name.strip():
         return re.split(r"[.#:]+", name.strip())[-1]
-    first_line = code.lstrip().split("\n", 1)[0]
+    lines = [line.strip() for line in code.splitlines() if line.strip()]
+    # the first line that is not an annotation or decorator (`@Override`, PHP `#[Pure]`)
+    first_line = next((line for line in lines if not _ANNOTATION_LINE.match(line)), "")
     for pattern in _NAME_PATTERNS:
         match = pattern.match(first_line)
         if match:
