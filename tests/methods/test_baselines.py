@@ -235,3 +235,46 @@ def test_params_reports_the_baselines():
     assert m["olora"] == m["lora"] == {"trainable_per_task": lora, "stored_after": {"1": lora, "2": 2 * lora}}
     assert m["replay"] == m["ewc"] == {"trainable_per_task": lora, "stored_after": {"1": lora, "2": lora}}
     assert m["joint"] == {"trainable_per_task": lora, "stored_after": {"2": lora}}
+
+
+def test_baseline_configs_are_validated():
+    with pytest.raises(ConfigError, match="method.ewc.lambda_penalty must be >= 0"):
+        EwcConfig(lambda_penalty=-1)
+    with pytest.raises(ConfigError, match="method.ewc.fisher_batches must be >= 1"):
+        EwcConfig(fisher_batches=0)
+    with pytest.raises(ConfigError, match="method.olora.lambda_orth must be >= 0"):
+        OLoraConfig(lambda_orth=-0.1)
+    with pytest.raises(ConfigError, match="method.joint.base must be lora or full, got 'block'"):
+        JointConfig(base="block")
+    from codecl.config import load_config
+
+    with pytest.raises(ConfigError, match="unknown method.*available: .*sequential_ft, joint, replay, ewc, olora"):
+        load_config("smoke", methods="lora,ewcc")
+    assert load_config("smoke", overrides=["method.ewc.lambda_penalty=5", "method.replay.base=full"]).method.replay.base == "full"
+
+
+# ---------------------------------------------------------------- joint in results.json
+
+
+def _joint_run(stages: list[str]) -> dict:
+    from codecl.results import finalize_run
+
+    rows = [[0.1, 0.2]] + [[0.3, 0.4]] * (len(stages) - 1)
+    per_stage = {s: 1.0 for s in stages[1:]}
+    return finalize_run({"method": "joint", "seed": 1, "stages": stages, "scores": {m: rows for m in ("bleu", "exact_match", "syntax_pass")},
+                         "trainable_parameters": per_stage, "train_seconds": per_stage, "train_samples_per_second": per_stage,
+                         "peak_memory_bytes": per_stage, "stored_parameters": 10, "loss_curve": {s: [1.0] for s in stages[1:]}})
+
+
+def test_joint_run_is_a_complete_results_entry():
+    from codecl.errors import CheckpointError
+    from codecl.results import is_complete, new_results, validate_results
+
+    results = new_results({"methods": ["joint"], "seeds": [1]}, {"name": "tiny"}, ["python", "javascript"])
+    run = _joint_run(["base", "joint"])
+    assert run["forgetting"] == {} and run["bwt"]["bleu"] is None and run["final_average"]["bleu"] == pytest.approx(0.35)
+    results["runs"] = [run]
+    assert is_complete(results, run) and validate_results(results, complete=True)
+    results["runs"] = [_joint_run(["base", "joint", "python"])]
+    with pytest.raises(CheckpointError, match=r"stages must be base followed by the tasks in order .* \(or base, joint\)"):
+        validate_results(results)
