@@ -245,3 +245,19 @@ def test_report_tolerates_methods_it_does_not_know():
     text = render_report(results)
     assert "| replay | 42 |" in text and "| lora | replay | 1 |" in text
     assert "joint*" in text
+
+
+@pytest.mark.slow
+def test_two_seed_smoke_run_reports_intervals_comparisons_and_claims(tmp_path):
+    from helpers import run_codecl
+
+    out = tmp_path / "run"
+    run_codecl("run", "--preset", "smoke", "--methods", "full_layer,hybrid_shared", "--seeds", "1,2", "--output-dir", str(out),
+               "--set", "method.block.shared_after_first=freeze", "--quiet", cache=tmp_path / "cache")
+    text = (out / "report.md").read_text()
+    assert "**full_layer** — BLEU, mean ± 95% CI over seeds" in text
+    assert "| full_layer | hybrid_shared | 2 |" in text and "`hybrid_shared_forward_transfer`" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["methods"]["hybrid_shared"]["seeds"] == [1, 2] and results["summary"]["comparisons"][0]["n"] == 2
+    for run in (r for r in results["runs"] if r["method"] == "hybrid_shared"):  # frozen shared block: LoRA alone after python
+        assert run["trainable_parameters"]["javascript"] < run["trainable_parameters"]["python"]

@@ -121,6 +121,8 @@ def _one_method(finished: dict[str, list[dict]], method: str, value: Callable[[d
     if method not in finished:
         return ABSENT, f"no finished run of {method}", {}
     found = interval95(value(r) for r in finished[method])
+    if found.mean is None:
+        return UNDEFINED, f"{method}: undefined (one task only, or a zero score right after training)", found.as_dict()
     return verdict(found, sign), f"{method} {describe(found, fmt)}", found.as_dict()
 
 
