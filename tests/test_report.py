@@ -87,6 +87,7 @@ def test_header_names_base_model_tasks_and_config(report):
     assert "`sha256:feedbeef`" in report and "python → javascript" in report
     assert "AdamW lr 0.0005, batch 8, epochs per task 2, gradient clip 1.0" in report
     assert "r=16, alpha=32, dropout=0.1, on q, v" in report and "greedy" in report
+    assert "init identity; hybrid_shared's shared block trained with every task" in report
     assert "Incomplete (interrupted) runs" in report and "hybrid_shared (seed 42)" in report
 
 

@@ -121,7 +121,8 @@ def _header(results: dict) -> str:
         f"- **LoRA**: r={_cfg(cfg, 'method.lora.rank')}, alpha={_cfg(cfg, 'method.lora.alpha')}, "
         f"dropout={_cfg(cfg, 'method.lora.dropout')}, on {_cfg(cfg, 'method.lora.target_modules')}",
         f"- **Inserted block**: {_cfg(cfg, 'method.block.stack')} stack, position {_cfg(cfg, 'method.block.position')}, "
-        f"init {_cfg(cfg, 'method.block.init')}",
+        f"init {_cfg(cfg, 'method.block.init')}; hybrid_shared's shared block "
+        f"{'frozen after the first task' if _cfg(cfg, 'method.block.shared_after_first') == 'freeze' else 'trained with every task'}",
         f"- **Decoding**: {decoding}, at most {_cfg(cfg, 'eval.max_new_tokens')} new tokens",
         *_exec_lines(cfg, tasks),
         f"- codecl {results['codecl_version']}, results schema {results['schema_version']}",
