@@ -16,11 +16,11 @@ SHAPES = {
 }
 
 
-def make_model(shape: str, dtype: torch.dtype = torch.float32):
+def make_model(shape: str, dtype: torch.dtype = torch.float32, dropout_rate: float = 0.1):
     """A frozen T5 of `shape` with random weights (seed 0), and its BaseInfo."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(**SHAPES[shape], feed_forward_proj="relu", dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(**SHAPES[shape], feed_forward_proj="relu", dropout_rate=dropout_rate, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     torch.manual_seed(0)
     model = freeze(T5ForConditionalGeneration(config)).to(dtype)
     return model, BaseInfo(shape, shape, fingerprint(model, shape), count_parameters(model))

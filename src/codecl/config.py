@@ -277,6 +277,14 @@ class TrainConfig:
     """no (float32) or bf16: forward passes and generation under bfloat16 autocast through Accelerate
     (GPUs with bf16 support; the trainable weights, optimizer and gradients stay float32). fp16 is not
     offered: T5 activations overflow its range. See `codecl.distributed`."""
+    base_dropout: bool = True
+    """Dropout in the base model's own layers while training (T5's dropout_rate), as Hugging Face
+    training does. LoRA's dropout and inserted blocks keep theirs either way. false = a lighter
+    regulariser and a faster CPU step (the dropout masks are about a third of it); its effect on
+    scores is measured in bench/RESULTS.md."""
+    num_threads: int = 0
+    """torch CPU threads for the whole run (0 = torch's default, one per core). On a machine whose
+    cores other jobs share, 1 is often several times faster than the default (see bench/RESULTS.md)."""
 
     def __post_init__(self):
         c = _Checks("train.")
@@ -289,6 +297,7 @@ class TrainConfig:
         c.require(self.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", "must be >= 1")
         c.require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
         c.require(self.mixed_precision in ("no", "bf16"), "mixed_precision", f"must be no or bf16, got {self.mixed_precision!r}")
+        c.require(self.num_threads >= 0, "num_threads", f"must be >= 0 (0 = torch's default), got {self.num_threads}")
         c.raise_if_any()
 
 
@@ -348,9 +357,6 @@ class RunConfig:
     methods: tuple[str, ...] = METHOD_NAMES
     """Methods to run, each over the whole task sequence."""
     seeds: tuple[int, ...] = (42,)
-    num_threads: int = 0
-    """torch CPU threads for the whole run (0 = torch's default, one per core). On a machine whose
-    cores other jobs share, 1 is often several times faster than the default (see bench/RESULTS.md)."""
     """One run per seed (train.seed is replaced by each)."""
     output_dir: str = "runs/quickstart"
     """Run folder."""
@@ -362,7 +368,6 @@ class RunConfig:
     """Per-method module settings."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training settings."""
-        c.require(self.num_threads >= 0, "num_threads", f"must be >= 0 (0 = torch's default), got {self.num_threads}")
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
     sweep: tuple[str, ...] = ()

@@ -26,6 +26,7 @@ from codecl.data.batching import EncodedPairs, bucketed_batches, pad_batch
 from codecl.distributed import Distributed, current
 from codecl.errors import DivergenceError
 from codecl.memory import PeakMemory
+from codecl.model.base import set_base_dropout
 
 
 @dataclass
@@ -78,6 +79,8 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
         log({"event": "resume_stage", "step": pos["step"], "checkpoint": str(found)})
     dist.reseed_dropout(seed, pos["step"])  # ranks > 0 only
     model.train()
+    if not cfg.base_dropout:
+        set_base_dropout(model.base, False)
     peak = PeakMemory(device)
     started = time.perf_counter() - pos["seconds"]
     bar = tqdm(total=total_steps, initial=pos["step"], desc=desc, disable=not progress, leave=False, unit="step")
