@@ -87,6 +87,24 @@ def test_a_rank_without_examples_joins_at_weight_zero():
     assert mine == [4] and weight == 0.0
 
 
+def test_bf16_autocast_through_accelerate_keeps_trainable_weights_float32():
+    from accelerate.state import AcceleratorState
+
+    distributed.reset()
+    try:
+        dist = distributed.setup(torch.device("cpu"), "bf16")  # CPU here; on GPUs the same Accelerate autocast
+        assert not dist.is_distributed and dist.mixed_precision == "bf16"
+        cm = _model()
+        with dist.autocast():
+            assert torch.nn.functional.linear(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+        cost = train_task(cm, _data(16), TrainConfig(epochs=1, batch_size=8), 0, torch.device("cpu"), seed=0, progress=False)
+        assert cost.steps == 2 and cost.skipped_nonfinite_steps == 0
+        assert all(p.dtype == torch.float32 for _, p in cm.task_parameters("python"))
+    finally:
+        distributed.reset()
+        AcceleratorState._reset_state(True)
+
+
 def _gloo_worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
