@@ -101,3 +101,26 @@ def test_report_regenerates_from_results(smoke_run, cache):
     (out / "report.md").unlink()
     codecl("report", str(out), cache=cache)
     assert (out / "report.md").is_file()
+
+
+def test_hybrid_shared_reuses_hybrids_first_stage_bit_for_bit(smoke_run, cache, tmp_path):
+    """In a run with both, hybrid_shared's first stage is taken from hybrid's (same modules, seed and
+    data); trained on its own it comes out the same, tensors and scores."""
+    from safetensors.torch import load_file
+
+    out, _ = smoke_run
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [(e["method"], e["task"], e["from"]) for e in events if e["event"] == "stage_reused"] == [("hybrid_shared", "python", "hybrid")]
+    alone = tmp_path / "alone"
+    codecl("run", "--preset", "smoke", "--methods", "hybrid_shared", "--output-dir", str(alone), "--quiet", cache=cache)
+    reused = next(r for r in json.loads((out / "results.json").read_text())["runs"] if r["method"] == "hybrid_shared")
+    trained = json.loads((alone / "results.json").read_text())["runs"][0]
+    assert reused["reused_stages"] == {"python": "hybrid"} and "reused_stages" not in trained
+    assert "| python (from hybrid) |" in (out / "report.md").read_text()
+    assert reused["scores"] == trained["scores"]
+    losses = lambda run: [(p["step"], p["loss"]) for p in run["loss_curve"]["javascript"]]  # noqa: E731
+    assert losses(reused) == losses(trained)
+    for name in ("adapter_model.safetensors", "block.safetensors"):
+        a = load_file(str(out / "hybrid_shared" / "seed-42" / "python" / name))
+        b = load_file(str(alone / "hybrid_shared" / "seed-42" / "python" / name))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name

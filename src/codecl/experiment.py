@@ -27,6 +27,7 @@ from codecl.execution.inrun import METRIC as EXEC_METRIC, InRunExecutor
 from codecl.fileio import write_text
 from codecl.methods.build import build_model
 from codecl.methods.continual import ContinualModel
+from codecl.methods.registry import METHODS
 from codecl.model.base import load_base
 from codecl.results import find_run, finalize_run, load_results, new_results, save_results, upsert_run
 from codecl.train import seed_everything, train_task
@@ -216,6 +217,9 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
             cm.to(device)
             cm.end_stage(stage, train_data, tokenizer.pad_token_id, device, stage_seed, cfg.train.batch_size)
             continue
+        if index == 1 and _reuse_first_stage(cm, method, seed, task, run, results, out, device, log):
+            cm.end_stage(stage, train_data, tokenizer.pad_token_id, device, stage_seed, cfg.train.batch_size)
+            continue
         seed_everything(stage_seed)  # per stage, before new modules are initialised: resumable bit for bit
         cm.add_task(task)
         cm.to(device)
@@ -249,3 +253,37 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
              "scores": {m: r for m, r in rows.items()}})
     if "stored_parameters" not in run:
         run["stored_parameters"] = cm.stored_parameter_count()
+
+
+_COST_KEYS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve")
+
+
+def _reuse_first_stage(cm, method, seed, task, run, results, out, device, log) -> bool:
+    """Take the first stage from the method that trains it identically (`MethodSpec.first_stage_as`:
+    same modules, initialisation, seed and data, so the same weights and scores bit for bit) when this
+    run already holds it; its modules are saved again as this method's. False: train it as usual."""
+    twin = METHODS.get(method).first_stage_as
+    twin_run = find_run(results, twin, seed) if twin else None
+    twin_folder = out / str(twin) / f"seed-{seed}" / task
+    if twin_run is None or task not in twin_run["stages"] or not (twin_folder / "manifest.json").is_file():
+        return False
+    cm.load_task(task, twin_folder, saved_by=twin)
+    cm.to(device)
+    folder = out / method / f"seed-{seed}" / task
+    if distributed.current().is_main:
+        cm.save_task(task, folder, extra={"seed": seed, "stage": 1, "reused_from": twin})
+        remove_checkpoint(folder.with_name(f"{task}.checkpoint"))
+    stage = twin_run["stages"].index(task)
+    run["stages"].append(task)
+    for metric, rows in twin_run["scores"].items():
+        run["scores"].setdefault(metric, []).append(json.loads(json.dumps(rows[stage])))
+    for key in _COST_KEYS:
+        run[key][task] = json.loads(json.dumps(twin_run[key][task]))
+    run.setdefault("reused_stages", {})[task] = twin
+    run["stored_parameters"] = cm.stored_parameter_count()
+    finalize_run(run)
+    upsert_run(results, run)
+    if distributed.current().is_main:
+        save_results(out / "results.json", results)
+    log({"event": "stage_reused", "method": method, "seed": seed, "task": task, "from": twin})
+    return True

@@ -163,7 +163,8 @@ def _phase_table(results: dict, run: dict) -> str:
         else:  # the joint baseline's one stage trains every task: their mean
             before, after, base = (mean_ci95(R[s])[0] for s in (stage - 1, stage, 0))
         samples = run["train_samples_per_second"].get(task)
-        row = [str(stage), task, f"{_score(before)} → {_score(after)}", _score(base),
+        reused = run.get("reused_stages", {}).get(task)  # identical training done once, by that method
+        row = [str(stage), task + (f" (from {reused})" if reused else ""), f"{_score(before)} → {_score(after)}", _score(base),
                _seconds(run["train_seconds"].get(task)), "n/a" if samples is None else f"{samples:.1f}",
                _bytes(run["peak_memory_bytes"].get(task))]
         if curves:

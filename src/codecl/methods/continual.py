@@ -179,8 +179,15 @@ class ContinualModel(nn.Module):
         write_manifest(folder)
         return folder
 
-    def load_task(self, task: str, folder: str | Path) -> None:
-        """Load a task's modules saved by `save_task` (adds the task if needed)."""
+    def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None:
+        """Load a finished run's modules, every stage's folder under `seed_dir` in training order
+        (each holds only its task's modules; a shared block ends as the last stage saved it)."""
+        for stage in stages:
+            self.load_task(stage, Path(seed_dir) / stage)
+
+    def load_task(self, task: str, folder: str | Path, saved_by: str | None = None) -> None:
+        """Load a task's modules saved by `save_task` (adds the task if needed). `saved_by` names
+        another method whose modules fit this one's (`MethodSpec.first_stage_as`)."""
         folder = Path(folder)
         verify_manifest(folder)
         meta = read_json(folder / "module.json")
@@ -190,7 +197,7 @@ class ContinualModel(nn.Module):
                 f"{folder}: modules were trained on base {meta.get('base_model', {}).get('name')!r} with fingerprint "
                 f"{saved_fp}, but the loaded base {self.base_info.name!r} has fingerprint {self.base_info.fingerprint}"
             )
-        if meta.get("method") != self.spec.name:
+        if meta.get("method") != (saved_by or self.spec.name):
             raise CheckpointError(f"{folder}: saved by method {meta.get('method')!r}, not {self.spec.name!r}")
         if task not in self.tasks:
             self.add_task(task)

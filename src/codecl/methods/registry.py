@@ -57,6 +57,10 @@ class MethodSpec:
     """Model class: `modules` (ContinualModel), `olora` (OLoraModel) or `shared` (SharedModel)."""
     plan: Callable | None = None
     """For `shared`: method config -> SharedPlan."""
+    first_stage_as: str | None = None
+    """A method whose first stage trains exactly the same modules, from the same initialisation,
+    on the same data (hybrid_shared's first stage is hybrid's). A run holding both reuses that
+    stage instead of training it twice (`codecl.experiment`); the outcome is bit-identical."""
 
 
 class Registry:
@@ -84,7 +88,8 @@ METHODS = Registry("method")
 METHODS.register(MethodSpec("lora", True, None, "a new LoRA adapter per task"))
 METHODS.register(MethodSpec("full_layer", False, "per_task", "a new inserted transformer block per task"))
 METHODS.register(MethodSpec("hybrid", True, "per_task", "per-task LoRA + per-task inserted block"))
-METHODS.register(MethodSpec("hybrid_shared", True, "shared", "per-task LoRA + one inserted block shared by all tasks"))
+METHODS.register(MethodSpec("hybrid_shared", True, "shared", "per-task LoRA + one inserted block shared by all tasks",
+                            first_stage_as="hybrid"))
 
 # ---------------------------------------------------------------- baselines (issue 8)
 METHODS.register(MethodSpec("sequential_ft", False, None, "full fine-tuning of the whole model, task after task",
