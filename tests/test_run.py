@@ -124,3 +124,19 @@ def test_hybrid_shared_reuses_hybrids_first_stage_bit_for_bit(smoke_run, cache, 
         a = load_file(str(out / "hybrid_shared" / "seed-42" / "python" / name))
         b = load_file(str(alone / "hybrid_shared" / "seed-42" / "python" / name))
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name
+
+
+def test_resume_of_a_run_saved_before_newer_settings_existed(smoke_run, cache, tmp_path):
+    """Settings added in later versions are absent from an older run's config: they read as their defaults."""
+    import shutil
+
+    out, _ = smoke_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    results = json.loads((old / "results.json").read_text())
+    for key in ("base_dropout", "mixed_precision"):
+        del results["config"]["train"][key]
+    (old / "results.json").write_text(json.dumps(results))
+    codecl("run", "--preset", "smoke", "--output-dir", str(old), "--resume", "--quiet", cache=cache)
+    proc = codecl("run", "--preset", "smoke", "--output-dir", str(old), "--resume", "--set", "train.base_dropout=false", cache=cache, check=False)
+    assert proc.returncode == 2 and '"base_dropout": true' in proc.stderr and '"base_dropout": false' in proc.stderr

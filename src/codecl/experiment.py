@@ -18,7 +18,7 @@ import yaml
 
 from codecl import __version__, distributed
 from codecl.checkpoint import remove_checkpoint
-from codecl.config import RunConfig, to_dict
+from codecl.config import RunConfig, from_dict, to_dict
 from codecl.data.batching import EncodedPairs, encode_pairs
 from codecl.errors import CheckpointError, ConfigError
 from codecl.evaluation.generate import generate_codes
@@ -127,6 +127,10 @@ def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, T
 
 def _check_resume(results: dict, cfg: RunConfig, path: Path) -> None:
     saved, now = json.loads(json.dumps(results.get("config", {}))), to_dict(cfg)
+    try:  # a run from an older codecl lacks later settings: they read as their defaults (its behaviour)
+        saved = to_dict(from_dict(saved))
+    except ConfigError:
+        pass  # compared as saved: the differences are shown
     for settings in (saved, now):  # how often to log or checkpoint, and where, change no result
         for key in _RESUME_FREE_TRAIN_KEYS:
             settings.get("train", {}).pop(key, None)
