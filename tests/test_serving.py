@@ -165,6 +165,165 @@ def test_pick_run_prefers_finished_runs_with_the_best_bleu():
         pick_run(results, method="lora", seed=7)
 
 
+# ---------------------------------------------------------------- baselines: every registered method's run serves
+
+BASELINES = ["sequential_ft", "joint", "replay", "ewc", "olora"]
+
+
+def _tiny_shared(method):
+    from codecl.config import LoraConfig, MethodConfig
+    from codecl.methods.build import build_model
+    from helpers import make_base, tiny_config
+
+    base, info = make_base(tiny_config())
+    return build_model(base, method, MethodConfig(lora=LoraConfig(rank=4, alpha=8, dropout=0.0)), info)
+
+
+@pytest.mark.parametrize("method", ["sequential_ft", "replay"])
+def test_single_weights_load_only_the_last_stage(method, tmp_path):
+    import torch
+
+    trained = _tiny_shared(method)
+    for task in LANGUAGES:
+        trained.add_task(task)
+        with torch.no_grad():
+            for _, p in trained.task_parameters(task):
+                p.add_(torch.randn_like(p) * 0.1)  # each stage leaves different weights
+        trained.save_task(task, tmp_path / task)
+    (tmp_path / "python" / "manifest.json").unlink()  # a stage that is not read cannot fail the load
+    served = _tiny_shared(method)
+    served.load_stages(tmp_path, LANGUAGES)
+    assert served.tasks == ["javascript"]
+    for (name, got), (_, want) in zip(served.task_parameters("javascript"), trained.task_parameters("javascript")):
+        assert torch.equal(got, want), name
+
+
+def test_per_task_methods_load_every_stage(tmp_path):
+    from codecl.errors import CheckpointError
+
+    trained = _tiny_shared("olora")
+    for task in LANGUAGES:
+        trained.add_task(task)
+        trained.save_task(task, tmp_path / task)
+    served = _tiny_shared("olora")
+    served.load_stages(tmp_path, LANGUAGES)
+    assert served.tasks == LANGUAGES
+    (tmp_path / "python" / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="python"):
+        _tiny_shared("olora").load_stages(tmp_path, LANGUAGES)
+
+
+def test_a_joint_run_serves_every_task():
+    from codecl.serve.generator import served_languages
+
+    results = {"tasks": LANGUAGES + ["java"]}
+    assert served_languages(results, {"stages": ["base", "joint"]}) == ["python", "javascript", "java"]
+    assert served_languages(results, {"stages": ["base", "python"]}) == ["python"]
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(tmp_path_factory, cache):
+    """Every baseline on the smoke preset; a larger learning rate so that the trained weights visibly
+    change the tiny model's greedy outputs (the served code must come from the trained weights)."""
+    out = tmp_path_factory.mktemp("runs") / "baselines"
+    codecl("run", "--preset", "smoke", "--methods", ",".join(BASELINES), "--set", "train.lr=0.01", "--output-dir", str(out),
+           "--quiet", cache=cache)
+    return out
+
+
+def _codes(model, cfg, tokenizer, activate) -> dict[str, list[str]]:
+    """{language: codes on the validation prompts}, `activate(model, language)` before each."""
+    from codecl.data.tasks import load_pairs
+    from codecl.evaluation.generate import generate_codes
+    from codecl.experiment import pick_device
+
+    device = pick_device(cfg.train.device)
+    model.to(device)
+    out = {}
+    for language in cfg.tasks:
+        activate(model, language)
+        prompts = [p.source for p in load_pairs(cfg.data, language, cfg.eval.split)]
+        out[language] = generate_codes(model, tokenizer, prompts, cfg.data.max_source_tokens, cfg.eval, device, False)
+    return out
+
+
+def _rebuilt(run_dir, method, cfg, stages):
+    """The model as `codecl.experiment` rebuilds it on resume: every stage's folder loaded in order."""
+    from codecl.methods.build import build_model
+    from codecl.model.base import load_base
+
+    base, tokenizer, info = load_base(cfg.model, cfg, progress=False)
+    model = build_model(base, method, cfg.method, info)
+    for stage in stages:
+        model.load_task(stage, run_dir / method / "seed-42" / stage)
+    return model, tokenizer
+
+
+@pytest.mark.slow
+def test_every_baseline_serves_what_its_evaluation_scored(baseline_dir, in_cache):
+    import torch
+
+    import codecl
+    from codecl.config import from_dict
+    from codecl.evaluation.metrics import score_all
+    from codecl.model.base import load_base
+
+    results = json.loads((baseline_dir / "results.json").read_text())
+    cfg = from_dict(results["config"])
+    base, tokenizer, _ = load_base(cfg.model, cfg, progress=False)
+    bare = _codes(base, cfg, tokenizer, lambda m, language: None)
+    for run in results["runs"]:
+        method, stages = run["method"], run["stages"][1:]
+        model, tokenizer = _rebuilt(baseline_dir, method, cfg, stages)
+        # evaluate_all's rule: a trained task with its own modules, any other with the last stage's
+        expected = _codes(model, cfg, tokenizer, lambda m, language: m.activate(language if language in stages else stages[-1]))
+        generator = codecl.load(baseline_dir, method=method)
+        assert generator.tasks == LANGUAGES, method
+        served = {language: generator.generate_batch(_prompts(cfg, language), language) for language in LANGUAGES}
+        assert served == expected, method
+        assert served != bare, f"{method}: the served code should come from trained weights, not the bare base"
+        for j, language in enumerate(LANGUAGES):
+            for metric, value in score_all(served[language], [p.target for p in _references(baseline_dir, language)], language).items():
+                if metric in run["scores"]:
+                    assert value == pytest.approx(run["scores"][metric][-1][j]), (method, language, metric)
+        if method != "joint":  # what the first stage left alone is not what is served (olora: not its adapter alone)
+            first, _ = _rebuilt(baseline_dir, method, cfg, stages[:1])
+            first.activate("python")
+            generator.generate_batch(["x"], "python")  # leaves the model as it serves python
+            prompts = _prompts(cfg, "python")
+            assert not torch.allclose(_logits(generator.model, tokenizer, prompts), _logits(first, tokenizer, prompts)), method
+
+
+def _logits(model, tokenizer, prompts):
+    """First decoder step's logits on `prompts` (on the CPU): finer than greedy codes on a tiny model."""
+    import torch
+
+    device = next(model.parameters()).device
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=32).to(device)
+    start = torch.zeros((len(prompts), 1), dtype=torch.long, device=device)
+    with torch.no_grad():
+        return model(**batch, decoder_input_ids=start).logits.float().cpu()  # (B, 1, V)
+
+
+def _prompts(cfg, language):
+    from codecl.data.tasks import load_pairs
+
+    return [p.source for p in load_pairs(cfg.data, language, cfg.eval.split)]
+
+
+@pytest.mark.slow
+def test_cli_generate_and_describe_a_joint_run(baseline_dir, cache, in_cache):
+    from codecl.serve import load
+
+    generator = load(baseline_dir, method="joint")
+    assert generator.describe()["methods"]["joint"]["languages"] == LANGUAGES
+    prompt = _prompts(generator.cfg, "javascript")[0]
+    proc = codecl("generate", str(baseline_dir), "--method", "joint", "--language", "javascript", prompt, cache=cache)
+    assert proc.stdout == generator.generate(prompt, "javascript") + "\n"
+    proc = codecl("generate", str(baseline_dir), "--method", "joint", "--language", "go", prompt, cache=cache, check=False)
+    assert proc.returncode == 2 and "known: python, javascript" in proc.stderr
+
+
 # ---------------------------------------------------------------- CLI
 
 

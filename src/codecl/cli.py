@@ -232,14 +232,14 @@ def _read_requests(path: str, language: str | None) -> list[dict]:
 def generate(run_dir, prompt, method, seed, device, language, input_file, max_new_tokens):
     """Generate code for a description with a finished run's modules of LANGUAGE."""
     from codecl.errors import UnknownLanguageError
-    from codecl.serve.generator import load, resolve_run
+    from codecl.serve.generator import load, resolve_run, served_languages
 
     if (prompt is None) == (input_file is None):
         raise ConfigError("give either a PROMPT or --input FILE (JSONL), not both" if prompt else "give a PROMPT or --input FILE (JSONL)")
     if prompt is not None and not language:
         raise ConfigError("--language is required with a PROMPT (e.g. --language python)")
     records = _read_requests(input_file, language) if input_file else [{"prompt": prompt, "language": language, "_line": 0}]
-    trained = resolve_run(run_dir, method, seed)[1]["stages"][1:]  # checked before the model loads
+    trained = served_languages(*resolve_run(run_dir, method, seed))  # checked before the model loads
     for record in records:
         if record["language"] not in trained:
             exc = UnknownLanguageError(record["language"], trained)

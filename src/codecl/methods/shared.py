@@ -149,6 +149,12 @@ class SharedModel(nn.Module):
         write_manifest(folder)
         return folder
 
+    def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None:
+        """Load a finished run's weights: the last stage's folder holds all of them, as every task
+        is served (a joint run: its `joint` stage); earlier stages are not read."""
+        if stages:
+            self.load_task(stages[-1], Path(seed_dir) / stages[-1])
+
     def load_task(self, task: str, folder: str | Path) -> None:
         """Load the shared weights saved after `task`'s stage (adds the task if needed)."""
         folder = Path(folder)

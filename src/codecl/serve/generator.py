@@ -1,13 +1,17 @@
-"""`codecl.load(run_dir)`: a finished run's frozen base and per-language modules, loaded once, as a `Generator`.
+"""`codecl.load(run_dir)`: a finished run's frozen base and trained modules, loaded once, as a `Generator`.
+
+Any registered method's run folder loads: the model is built by `codecl.methods.build.build_model`
+and filled by the learner's own `load_stages`. Per-task methods load every stage's modules in
+training order (for `hybrid_shared` the shared block is the one the last trained task saved: the
+model as it stood when the run finished) and switch them per language; olora activates all its
+adapters (summed) for every language; single-weights baselines (sequential_ft, replay, ewc, joint)
+load the last stage's weights once (joint: its `joint` stage) and serve every language with them.
 
 Generation goes through the run's own evaluation path: `generate_codes` with the run's `eval`
-config and `data.max_source_tokens`, the language's modules activated (`ContinualModel.activate`),
-on the run's device. `generate_batch` over the run's validation prompts therefore returns exactly
+config and `data.max_source_tokens`, the language's modules activated as `evaluate_all` activates
+them, on the run's device. `generate_batch` over the run's validation prompts therefore returns exactly
 the code the run scored after its last stage; a prompt alone or in another batch differs only by
 masked padding (identical on the smoke and quickstart runs). Only `max_new_tokens` may change per call.
-
-Modules are loaded in training order, so for `hybrid_shared` the shared block is the one the last
-trained task saved: the model as it stood when the run finished.
 """
 from __future__ import annotations
 
@@ -19,17 +23,18 @@ from codecl.config import RunConfig, from_dict
 from codecl.errors import AdapterMismatchError, CodeclError, ConfigError, UnknownLanguageError
 from codecl.evaluation.generate import generate_codes
 from codecl.fileio import verify_manifest
-from codecl.methods.continual import ContinualModel
+from codecl.methods.build import ContinualLearner, build_model
 from codecl.model.base import load_base
-from codecl.results import is_complete, load_results
+from codecl.results import is_complete, is_joint, load_results
 
 
 class Generator:
     """One method/seed of a run, every trained language's modules in memory; thread-safe (one model lock)."""
 
-    def __init__(self, run_dir: Path, results: dict, run: dict, model: ContinualModel, tokenizer, cfg: RunConfig, device):
+    def __init__(self, run_dir: Path, results: dict, run: dict, model: ContinualLearner, tokenizer, cfg: RunConfig, device):
         self.run_dir, self.results, self.run = Path(run_dir), results, run
         self.model, self.tokenizer, self.cfg, self.device = model, tokenizer, cfg, device
+        self.languages = served_languages(results, run)
         self._lock = threading.Lock()  # activate() switches modules in place: one request batch at a time
 
     @property
@@ -42,12 +47,17 @@ class Generator:
 
     @property
     def tasks(self) -> list[str]:
-        """Languages with trained modules, in training order."""
-        return list(self.model.tasks)
+        """Languages the run trained, in training order (a joint run: every task of the run)."""
+        return list(self.languages)
 
     def check_language(self, language: str) -> None:
-        if language not in self.model.tasks:
+        if language not in self.languages:
             raise UnknownLanguageError(language, self.tasks)
+
+    def module_for(self, language: str) -> str:
+        """What `activate` takes for `language`: its own modules if it has any, else the last stage's
+        (a single-weights baseline's one set, loaded under its last stage's name) — `evaluate_all`'s rule."""
+        return language if language in self.model.tasks else self.model.tasks[-1]
 
     def generate(self, prompt: str, language: str, max_new_tokens: int | None = None) -> str:
         """Code for one natural-language description."""
@@ -70,7 +80,7 @@ class Generator:
         if not prompts:
             return []
         with self._lock:
-            self.model.activate(language)
+            self.model.activate(self.module_for(language))
             return generate_codes(self.model, self.tokenizer, prompts, self.cfg.data.max_source_tokens, eval_cfg,
                                   self.device, progress=False)
 
@@ -78,13 +88,19 @@ class Generator:
         """The served method/seed and languages, the base, and every method of the run (no local paths: it is served over HTTP)."""
         methods = {}
         for run in self.results["runs"]:
-            entry = methods.setdefault(run["method"], {"seeds": [], "languages": run["stages"][1:], "final_average_bleu": {}})
+            entry = methods.setdefault(run["method"], {"seeds": [], "languages": served_languages(self.results, run),
+                                                       "final_average_bleu": {}})
             entry["seeds"].append(run["seed"])
             entry["final_average_bleu"][str(run["seed"])] = run.get("final_average", {}).get("bleu")
         base = {k: v for k, v in self.model.base_info.as_dict().items() if k != "path"}
         return {"method": self.method, "seed": self.seed, "languages": self.tasks,
                 "base_model": base, "max_source_tokens": self.cfg.data.max_source_tokens,
                 "max_new_tokens": self.cfg.eval.max_new_tokens, "methods": methods}
+
+
+def served_languages(results: dict, run: dict) -> list[str]:
+    """The languages a run can serve: those its completed stages trained (a joint run's one stage: all)."""
+    return list(results["tasks"]) if is_joint(run) else list(run["stages"][1:])
 
 
 def pick_run(results: dict, method: str | None = None, seed: int | None = None) -> dict:
@@ -129,9 +145,8 @@ def load(run_dir: str | Path, method: str | None = None, seed: int | None = None
     if recorded != info.fingerprint:
         raise AdapterMismatchError(f"{run_dir / 'results.json'}: the run was trained on base fingerprint {recorded}, "
                                    f"but {cfg.model.name!r} loads as {info.fingerprint}")
-    model = ContinualModel(base, run["method"], cfg.method, info)
-    for task in run["stages"][1:]:  # training order: a shared block ends as the last task saved it
-        model.load_task(task, run_dir / run["method"] / f"seed-{run['seed']}" / task)
+    model = build_model(base, run["method"], cfg.method, info)
+    model.load_stages(run_dir / run["method"] / f"seed-{run['seed']}", run["stages"][1:])
     target = pick_device(device or cfg.train.device)
     model.to(target).eval()
     return Generator(run_dir, results, run, model, tokenizer, cfg, target)
