@@ -248,6 +248,38 @@ def test_report_tolerates_methods_it_does_not_know():
     assert "joint*" in text
 
 
+def _joint_run(seed, bleu, trainable):
+    """A finished joint baseline run: stages [base, joint], its per-stage fields keyed `joint`."""
+    run = _run("joint", seed, [bleu], trainable, trainable, 900.0)
+    run["stages"] = ["base", "joint"]
+    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
+        run[key] = {"joint": run[key].pop("python")}
+    return finalize_run(run)
+
+
+def test_detailed_matrix_and_params_plot_show_the_joint_stage(tmp_path):
+    from codecl.report import _groups, params_points
+    from codecl.results import validate_results
+
+    results = study_results()
+    for seed in (42, 43):
+        upsert_run(results, _joint_run(seed, [0.30, 0.28], 589824))
+    validate_results(results)
+    text = render_report(results)
+    matrix = text[text.index("## Detailed performance matrix"):text.index("## Across seeds")]
+    assert "| Trainable params (python / javascript) | Trainable params (joint stage) | Stored params |" in matrix
+    assert "| joint | 42 | 0.3000 | 0.2800 | 0.2900 | n/a | n/a | n/a | - | 589,824 | 589,824 | 15.00 min |" in matrix
+    assert "| 589,824 / 589,824 | - | 1,179,648 |" in matrix  # lora: per task, no joint stage
+    assert "`joint`, on every task's data" in matrix and "n/a / n/a" not in matrix
+    points = params_points(_groups(results))
+    assert points["joint"] == (589824, 589824, pytest.approx(0.29))
+    assert points["lora"][0] == 589824 and points["hybrid"][0] == 3737088
+    save_results(tmp_path / "results.json", results)
+    write_report(tmp_path)
+    assert _png_size(tmp_path / "plots" / "score_vs_params.png")[0] > 0 and (tmp_path / "plots" / "score_matrix_joint.png").is_file()
+    assert "Trainable params (joint stage)" not in render_report(study_results())  # no joint run: no such column
+
+
 @pytest.mark.slow
 def test_two_seed_smoke_run_reports_intervals_comparisons_and_claims(tmp_path):
     from helpers import run_codecl

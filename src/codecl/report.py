@@ -18,7 +18,7 @@ from codecl.evaluation.claims import evaluate_claims
 from codecl.evaluation.stats import mean_ci95, t_critical_95
 from codecl.evaluation.summary import compare_methods, mean_forgetting as _mean_forgetting, method_groups
 from codecl.fileio import atomic_write, write_text
-from codecl.results import is_complete, is_joint, load_results
+from codecl.results import JOINT_STAGE, is_complete, is_joint, load_results
 
 __all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95"]
 
@@ -193,22 +193,34 @@ def _optional_metrics(results: dict) -> list[str]:
 def _detailed_matrix(results: dict) -> str:
     tasks = results["tasks"]
     forget_tasks, extra = tasks[:-1], _optional_metrics(results)
+    joint = any(is_joint(r) for r in results["runs"])  # a column for the joint stage, which trains once on every task
     header = (["Method", "Seed"] + [f"{t} BLEU" for t in tasks] + ["Avg BLEU"] + [f"Forgetting {t}" for t in forget_tasks]
-              + ["BWT", "FWT", f"Trainable params ({' / '.join(tasks)})", "Stored params", "Total time", "Peak memory",
-                 "Syntax pass", "Exact match"] + [f"{m} (avg)" for m in extra])
+              + ["BWT", "FWT", f"Trainable params ({' / '.join(tasks)})"] + ([f"Trainable params ({JOINT_STAGE} stage)"] if joint else [])
+              + ["Stored params", "Total time", "Peak memory", "Syntax pass", "Exact match"] + [f"{m} (avg)" for m in extra])
     rows = []
     for run in results["runs"]:
         T, star = len(run["stages"]) - 1, _star(not is_complete(results, run))
         row = [run["method"] + star, str(run["seed"])] + [_score(v) for v in run["scores"]["bleu"][T]]
         row += [_score(_final(run))] + [_pct(run["forgetting"].get(t)) for t in forget_tasks]
         row += [_score(run["bwt"]["bleu"]), _score(run["fwt"]["bleu"])]
-        row += [" / ".join(_count(run["trainable_parameters"].get(t)) for t in tasks), _count(run["stored_parameters"])]
+        row += _trainable_cells(run, tasks, joint) + [_count(run["stored_parameters"])]
         row += [_seconds(_total_seconds(run)), _bytes(_peak_memory(run)), _score(_final(run, "syntax_pass")), _score(_final(run, "exact_match"))]
         rows.append(row + [_score(_final(run, m)) for m in extra])
     note = ("Scores are at the last stage; Avg = mean over tasks. Forgetting = (R[i][i] − R[T][i]) / R[i][i] on BLEU "
             "(negative = improved). BWT/FWT on BLEU (Lopez-Paz & Ranzato 2017). `bleu_sentence_smoothed` is the "
             "CodeXGLUE-style sentence-averaged smoothed BLEU-4.")
+    if joint:
+        note += (f" The joint baseline trains one stage, `{JOINT_STAGE}`, on every task's data: its trainable parameters "
+                 "are that stage's (- where a run has no such stage).")
     return _table(header, rows) + "\n\n" + note
+
+
+def _trainable_cells(run: dict, tasks: list[str], joint_column: bool) -> list[str]:
+    """Trainable parameters per task, then (with `joint_column`) in the joint stage; - where the run has no such stage."""
+    per_task = "-" if is_joint(run) else " / ".join(_count(run["trainable_parameters"].get(t)) for t in tasks)
+    if not joint_column:
+        return [per_task]
+    return [per_task, _count(run["trainable_parameters"].get(JOINT_STAGE)) if is_joint(run) else "-"]
 
 
 def _score_matrices(results: dict, run: dict) -> str:
@@ -388,20 +400,30 @@ def _plot_final_scores(results: dict, groups: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def params_points(groups: dict) -> dict[str, tuple[Optional[float], float, Optional[float]]]:
+    """Per method: (trainable parameters per trained stage, stored parameters, final average BLEU), means
+    over seeds. Stages are keyed by name, so the joint baseline's one `joint` stage counts with its real figure."""
+    points = {}
+    for method, (runs, _) in groups.items():
+        trainable = mean_ci95(fmean(r["trainable_parameters"][s] for s in r["stages"][1:] if s in r["trainable_parameters"])
+                              for r in runs if set(r["stages"][1:]) & set(r["trainable_parameters"]))[0]
+        points[method] = (trainable, fmean(r["stored_parameters"] for r in runs), mean_ci95(_final(r) for r in runs)[0])
+    return points
+
+
 def _plot_score_vs_params(groups: dict, path: Path) -> Path:
     from matplotlib.ticker import NullFormatter
 
     fig = _figure(10, 4)
     axes = fig.subplots(1, 2)
+    points = params_points(groups)
     for method, (runs, incomplete) in groups.items():
-        bleu = mean_ci95(_final(r) for r in runs)[0]
-        trainable = mean_ci95(fmean(r["trainable_parameters"].values()) for r in runs if r["trainable_parameters"])[0]
-        stored = fmean(r["stored_parameters"] for r in runs)
+        trainable, stored, bleu = points[method]
         for ax, x in zip(axes, (trainable, stored)):
             if bleu is not None and x:
                 ax.scatter([x], [bleu], s=50)
                 ax.annotate(method + _star(incomplete), (x, bleu), textcoords="offset points", xytext=(5, 5), fontsize="small")
-    for ax, label in zip(axes, ("trainable parameters per task", "stored parameters after the last stage")):
+    for ax, label in zip(axes, ("trainable parameters per stage (joint: its one stage)", "stored parameters after the last stage")):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels collide
         ax.margins(x=0.25, y=0.15)
