@@ -48,9 +48,10 @@ def model_flops(model, enc_tokens: int, dec_tokens: int, trainable: int) -> floa
 
 # codecl settings timed, each against the reference with the same semantics (base dropout on/off).
 VARIANTS = {
-    "default": dict(frozen_dtype="float32", base_dropout=True),
-    "no-base-dropout": dict(frozen_dtype="float32", base_dropout=False),
-    "bf16-frozen": dict(frozen_dtype="bfloat16", base_dropout=True),
+    "default": dict(frozen_dtype="float32", base_dropout=True, fast_dropout=True),
+    "torch-dropout": dict(frozen_dtype="float32", base_dropout=True, fast_dropout=False),
+    "bf16-frozen": dict(frozen_dtype="bfloat16", base_dropout=True, fast_dropout=True),
+    "no-base-dropout": dict(frozen_dtype="float32", base_dropout=False, fast_dropout=True),
 }
 
 
@@ -99,6 +100,59 @@ def run_reference(shape, method, data, cfg, pad_to: int | None, tokenizer=None, 
     return len(data) * cfg.epochs / seconds, seconds
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+def memory_child(side: str, shape: str, method: str, samples: int) -> None:
+    """In a fresh process: build everything, then train once and print the RSS high-water mark
+    (absolute, and above the RSS just before training: activations, gradients, optimizer state)."""
+    from codecl.memory import PeakMemory
+
+    tokenizer, pairs = tokenizer_and_pairs(samples)
+    data = encode_pairs(tokenizer, [p.source for p in pairs], [p.target for p in pairs], 64, 256)
+    cfg = TrainConfig(epochs=1, batch_size=8, checkpoint_every_steps=0)
+    holder = {}
+    if side == "codecl":
+        model, info = make_model(shape)
+        cm = ContinualModel(model, method, MethodConfig(lora=LoraConfig()), info)
+        cm.add_task("python")
+        cm.activate("python")
+        before = _rss_bytes()
+        peak = PeakMemory(torch.device("cpu"))
+        train_task(cm, data, cfg, 0, torch.device("cpu"), seed=42, progress=False)
+        holder["peak"] = peak.read()
+    else:
+        import transformers
+
+        original = transformers.Trainer.train
+
+        def measured(self, *a, **k):
+            holder["before"] = _rss_bytes()
+            peak = PeakMemory(torch.device("cpu"))
+            out = original(self, *a, **k)
+            holder["peak"] = peak.read()
+            return out
+
+        transformers.Trainer.train = measured
+        run_reference(shape, method, data, cfg, None, tokenizer)
+        before = holder["before"]
+    print(json.dumps({"side": side, "peak_bytes": holder["peak"], "above_start_bytes": holder["peak"] - before}))
+
+
+def measure_memory(shape: str, method: str, samples: int) -> dict:
+    import subprocess
+    import sys
+
+    out = {}
+    for side in ("codecl", "reference"):
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", side, "--shapes", shape, "--methods", method,
+                               "--samples", str(samples)], capture_output=True, text=True, check=True)
+        out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def _grouping(on: bool) -> dict:
     """transformers 5 names it `train_sampling_strategy="group_by_length"`; 4.x `group_by_length=True`."""
     from transformers import Seq2SeqTrainingArguments
@@ -115,11 +169,17 @@ def main() -> None:
     parser.add_argument("--methods", default="lora,hybrid")
     parser.add_argument("--predecessor", action="store_true", help="also time (c), padding to 512 (slow)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="codecl settings: default (fp32, base dropout on), no-base-dropout (train.base_dropout=false), "
-                             "bf16-frozen (model.frozen_dtype=bfloat16); the reference is fp32 with the same base dropout")
+                        help="codecl settings: default (fp32, dropout as the reference, FastDropout masks), torch-dropout "
+                             "(train.fast_dropout=false), bf16-frozen (model.frozen_dtype=bfloat16), no-base-dropout "
+                             "(train.base_dropout=false; its reference has dropout_rate=0); the reference is fp32")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak RSS of LoRA training on the last shape, codecl vs reference, each in a fresh process")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.memory_child:
+        return memory_child(args.memory_child, args.shapes.split(",")[-1], args.methods.split(",")[0], args.samples)
 
     tokenizer, pairs = tokenizer_and_pairs(args.samples)
     data = encode_pairs(tokenizer, [p.source for p in pairs], [p.target for p in pairs], 64, 256)
@@ -139,18 +199,26 @@ def main() -> None:
                 if key not in refs:
                     refs[key] = run_reference(shape, method, data, cfg, None, tokenizer, v["base_dropout"])[0]
                 ref = refs[key]
-                ours, seconds, flops = run_codecl(shape, method, data, replace(cfg, base_dropout=v["base_dropout"]), v["frozen_dtype"])
+                train_cfg = replace(cfg, base_dropout=v["base_dropout"], fast_dropout=v["fast_dropout"])
+                ours, seconds, flops = run_codecl(shape, method, data, train_cfg, v["frozen_dtype"])
                 mfu = flops / seconds / 1e9 / peak
                 rows.append({"shape": shape, "method": method, "variant": variant, **v, "codecl_samples_per_s": ours,
                              "reference_samples_per_s": ref, "predecessor_samples_per_s": pred, "ratio": ours / ref, "mfu": mfu})
                 pred_s = f"{pred:12.2f}" if pred else f"{'-':>12}"
                 print(f"{shape:14} {method:8} {variant:16} {ours:11.2f} {ref:9.2f} {ours / ref:6.2f} {pred_s} {mfu:9.1%}")
+    memory = None
+    if args.memory:
+        shape = args.shapes.split(",")[-1]
+        memory = measure_memory(shape, "lora", args.samples)
+        c, r = memory["codecl"], memory["reference"]
+        print(f"peak RSS, {shape} lora: codecl {c['peak_bytes'] / 2**20:.0f} MiB ({c['above_start_bytes'] / 2**20:.0f} above the start "
+              f"of training), reference {r['peak_bytes'] / 2**20:.0f} MiB ({r['above_start_bytes'] / 2**20:.0f} above)")
     # The summary line: codecl's default settings (the study's semantics), worst case over shapes and methods.
     headline = [r for r in rows if r["variant"] == "default"] or rows
     worst = min(headline, key=lambda r: r["ratio"])
     print(json.dumps({"codecl_samples_per_s": worst["codecl_samples_per_s"], "reference_samples_per_s": worst["reference_samples_per_s"],
                       "ratio": worst["ratio"], "mfu": min(r["mfu"] for r in headline), "variant": worst["variant"],
-                      "matmul_peak_gflops": peak, "bf16_matmul_peak_gflops": bf16_peak, "rows": rows}))
+                      "matmul_peak_gflops": peak, "bf16_matmul_peak_gflops": bf16_peak, "memory": memory, "rows": rows}))
 
 
 if __name__ == "__main__":

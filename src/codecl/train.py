@@ -27,6 +27,7 @@ from codecl.distributed import Distributed, current
 from codecl.errors import DivergenceError
 from codecl.memory import PeakMemory
 from codecl.model.base import set_base_dropout
+from codecl.model.dropout import use_fast_dropout
 
 
 @dataclass
@@ -81,6 +82,8 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
     model.train()
     if not cfg.base_dropout:
         set_base_dropout(model.base, False)
+    if cfg.fast_dropout and device.type == "cpu":
+        use_fast_dropout(model)
     peak = PeakMemory(device)
     started = time.perf_counter() - pos["seconds"]
     bar = tqdm(total=total_steps, initial=pos["step"], desc=desc, disable=not progress, leave=False, unit="step")

@@ -27,6 +27,7 @@ import torch
 
 from codecl import __version__
 from codecl.fileio import verify_manifest, write_json, write_manifest
+from codecl.model.dropout import use_fast_dropout
 from codecl.paths import cache_dir
 
 NUM_SENTINELS = 100
@@ -35,7 +36,9 @@ PRETRAIN_MAX_TOKENS = 128
 
 
 def model_key(cfg, texts_digest: str) -> str:
-    payload = json.dumps({"embedded": _asdict(cfg.model.embedded), "corpus": texts_digest, "v": __version__}, sort_keys=True)
+    # `pretraining`: the version of the pretraining recipe below (2: CPU dropout masks from FastDropout)
+    payload = json.dumps({"embedded": _asdict(cfg.model.embedded), "corpus": texts_digest, "v": __version__, "pretraining": 2},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -169,6 +172,8 @@ def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress
     steps, warmup = shape.pretrain_steps, max(1, shape.pretrain_steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     model.train()
+    if next(model.parameters()).device.type == "cpu":
+        use_fast_dropout(model)  # same dropout, cheaper masks (codecl.model.dropout)
     curve, window, started = [], [], time.perf_counter()
     bar = tqdm(range(steps), desc="pretrain (span corruption + prefix LM)", disable=not progress, leave=False)
     for step in bar:
