@@ -98,8 +98,13 @@ class EmbeddedModelConfig:
     max_pretrain_examples: int | None = 6000
     """Cap on corpus texts used to train the tokenizer and the model."""
     prefix_lm_fraction: float = 0.5
-    """Share of pretraining examples that use the prefix-LM objective (continue a cut piece of code)
-    instead of span corruption; it teaches the decoder to write long code, as T5's prefix-LM variant."""
+    """Share of the non-bimodal pretraining examples that use the prefix-LM objective (continue a cut
+    piece of code) instead of span corruption; it teaches the decoder to write long code, as T5's
+    prefix-LM variant."""
+    bimodal_fraction: float = 0.3
+    """Share of pretraining examples that are description -> code pairs (CodeT5's bimodal generation,
+    arXiv 2109.00859), drawn only from train pairs the tasks never train on (those beyond
+    data.max_train_examples); 0 when there are none. Without it the base ignores its input."""
 
     def __post_init__(self):
         c = _Checks("model.embedded.")
@@ -109,6 +114,7 @@ class EmbeddedModelConfig:
         c.require(self.pretrain_steps >= 0, "pretrain_steps", "must be >= 0")
         c.require(0 < self.pretrain_lr < 1, "pretrain_lr", "must be in (0, 1)")
         c.require(0 <= self.prefix_lm_fraction <= 1, "prefix_lm_fraction", f"must be in [0, 1], got {self.prefix_lm_fraction}")
+        c.require(0 <= self.bimodal_fraction <= 1, "bimodal_fraction", f"must be in [0, 1], got {self.bimodal_fraction}")
         c.raise_if_any()
 
 

@@ -7,7 +7,12 @@
    and docstrings, for a bounded number of steps, mixed with T5's prefix-LM objective
    (`prefix_lm_fraction` of the examples: continue a piece of code cut at a random point).
    Span corruption alone trains the decoder on 3-token spans only; the prefix-LM half teaches
-   it to write whole lines of code. No description -> code pairs are ever seen in pretraining.
+   it to write whole lines of code. A `bimodal_fraction` of the examples are description -> code
+   pairs, as in CodeT5's bimodal dual generation (arXiv 2109.00859), which CodeT5 learnt from
+   CodeSearchNet's train split: here only from train pairs that no task trains on (beyond
+   `data.max_train_examples`), so the task examples stay unseen. Without them the base learns
+   no use for its input, and a few hundred task steps cannot teach it (its outputs were the same
+   for every description).
 3. Saved with `save_pretrained` under `<cache>/models/<key>`, key = hash of the model config,
    the corpus and the codecl version; a second call reuses it. The loss curve is kept as
    `pretrain_loss.json` beside the weights.
@@ -60,12 +65,30 @@ def pretraining_texts(cfg) -> list[str]:
     return texts
 
 
+def bimodal_pairs(cfg) -> list[tuple[str, str]]:
+    """(description, code) train pairs of the run's languages that the tasks do not train on: the
+    cleaned, filtered train pairs beyond the first `data.max_train_examples` of `load_pairs`'s order."""
+    from dataclasses import replace
+
+    from codecl.data.tasks import load_pairs
+
+    cap = cfg.data.max_train_examples
+    if cfg.model.embedded.bimodal_fraction == 0 or cap is None:
+        return []
+    pairs = []
+    for language in cfg.tasks:
+        every = load_pairs(replace(cfg.data, max_train_examples=None), language, "train")
+        pairs += [(p.source, p.target) for p in every[cap:]]
+    return pairs
+
+
 def ensure_embedded_base(cfg, progress: bool = True) -> Path:
     """Return the cached embedded base folder, building it first if needed."""
     started = time.perf_counter()
     texts = pretraining_texts(cfg)
+    bimodal = bimodal_pairs(cfg)
     timing = {"corpus_s": round(time.perf_counter() - started, 2)}
-    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    digest = hashlib.sha256("\0".join(texts + [s + "\1" + t for s, t in bimodal]).encode()).hexdigest()
     folder = cache_dir() / "models" / model_key(cfg, digest)
     if (folder / "manifest.json").is_file():
         verify_manifest(folder)
@@ -80,11 +103,12 @@ def ensure_embedded_base(cfg, progress: bool = True) -> Path:
         timing["tokenizer_s"] = round(time.perf_counter() - mark, 2)
         model = build_model(cfg.model.embedded, tokenizer)
         mark = time.perf_counter()
-        curve = pretrain(model, tokenizer, texts, cfg.model.embedded, seed=cfg.train.seed, progress=progress)
+        curve = pretrain(model, tokenizer, texts, cfg.model.embedded, seed=cfg.train.seed, progress=progress, bimodal=bimodal)
         timing["pretrain_s"] = round(time.perf_counter() - mark, 2)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        write_json(staging / "pretrain_loss.json", {"steps": curve, "texts": len(texts), "corpus_sha256": digest, "timing": timing})
+        write_json(staging / "pretrain_loss.json", {"steps": curve, "texts": len(texts), "bimodal_pairs": len(bimodal),
+                                                   "corpus_sha256": digest, "timing": timing})
         write_manifest(staging)
         if folder.exists():  # another process finished first
             shutil.rmtree(staging)
@@ -158,8 +182,10 @@ def prefix_lm(ids: list[int], rng: np.random.Generator, eos_id: int) -> tuple[li
     return ids[:cut] + [eos_id], ids[cut:] + [eos_id]
 
 
-def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress: bool = True) -> list[dict]:
-    """Span-corruption pretraining for `shape.pretrain_steps` steps; returns the loss curve."""
+def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress: bool = True,
+             bimodal: list[tuple[str, str]] = ()) -> list[dict]:
+    """Pretraining for `shape.pretrain_steps` steps: `bimodal_fraction` description -> code pairs
+    (when `bimodal` has any), the rest prefix LM or span corruption; returns the loss curve."""
     from tqdm.auto import tqdm
 
     from codecl.data.batching import pad_batch
@@ -168,6 +194,12 @@ def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress
     torch.manual_seed(seed)
     encoded = [ids[:PRETRAIN_MAX_TOKENS] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if len(ids) >= 8]
     sentinel_ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
+    eos = tokenizer.eos_token_id
+    if bimodal:
+        descriptions = tokenizer([d for d, _ in bimodal], add_special_tokens=False)["input_ids"]
+        codes = tokenizer([c for _, c in bimodal], add_special_tokens=False)["input_ids"]
+        bimodal_ids = [(d[: PRETRAIN_MAX_TOKENS - 1] + [eos], c[: PRETRAIN_MAX_TOKENS - 1] + [eos]) for d, c in zip(descriptions, codes)]
+    bimodal_share = shape.bimodal_fraction if bimodal else 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=shape.pretrain_lr, weight_decay=0.01)
     steps, warmup = shape.pretrain_steps, max(1, shape.pretrain_steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
@@ -178,8 +210,9 @@ def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress
     bar = tqdm(range(steps), desc="pretrain (span corruption + prefix LM)", disable=not progress, leave=False)
     for step in bar:
         pick = rng.integers(0, len(encoded), size=shape.pretrain_batch_size)
-        pairs = [prefix_lm(encoded[i], rng, tokenizer.eos_token_id) if rng.random() < shape.prefix_lm_fraction
-                 else span_corrupt(encoded[i], rng, sentinel_ids, tokenizer.eos_token_id) for i in pick]
+        pairs = [bimodal_ids[int(rng.integers(len(bimodal_ids)))] if rng.random() < bimodal_share
+                 else prefix_lm(encoded[i], rng, eos) if rng.random() < shape.prefix_lm_fraction
+                 else span_corrupt(encoded[i], rng, sentinel_ids, eos) for i in pick]
         batch = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
         loss = model(**batch).loss
         if not math.isfinite(loss.item()):
