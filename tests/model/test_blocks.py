@@ -53,3 +53,28 @@ def test_inits_differ_and_bad_position_is_refused():
     assert not torch.equal(rand.layer[0].SelfAttention.q.weight, copy.layer[0].SelfAttention.q.weight)
     with pytest.raises(ConfigError, match="layers 1..3"):
         new_block(model, "encoder", 7, "identity")
+
+
+@pytest.mark.parametrize("stack", ["encoder", "decoder"])
+def test_float32_block_trains_inside_a_bfloat16_base(stack):
+    """model.frozen_dtype=bfloat16: the base's masks, biases and encoder states reach the float32
+    block in its dtype; the block trains in float32 and generation runs."""
+    from codecl.config import BlockConfig, LoraConfig, MethodConfig
+    from codecl.methods.continual import ContinualModel
+
+    base, info = make_base(tiny_config())
+    base.to(torch.bfloat16)
+    cfg = MethodConfig(lora=LoraConfig(rank=4, alpha=8), block=BlockConfig(stack=stack, position=2, init="copy"))
+    cm = ContinualModel(base, "hybrid", cfg, info)
+    cm.add_task("python")
+    cm.activate("python")
+    ids = torch.randint(3, 90, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0  # padding: the additive mask is a float tensor of the base's dtype
+    loss = cm(input_ids=ids, attention_mask=mask, labels=torch.randint(3, 90, (2, 4))).loss
+    loss.backward()
+    block = cm.blocks["python"]
+    assert all(p.dtype == torch.float32 for p in block.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+    out = cm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    assert out.shape[0] == 2

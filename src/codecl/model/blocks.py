@@ -109,14 +109,16 @@ class BlockSlot:
         extra = {k: v for k, v in kwargs.items() if k not in ("attention_mask", "position_bias", "encoder_decoder_position_bias")}
         if kwargs.get("cache") is not None and self.stack == "decoder":
             _ensure_cache_slot(kwargs["cache"], self.block.layer[0].SelfAttention.layer_idx)
-        hidden = hidden.to(next(self.block.parameters()).dtype)
+        # A float32 block in a bfloat16 base (model.frozen_dtype): every float input in the block's dtype.
+        dtype = next(self.block.parameters()).dtype
+        cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
         new_hidden, _, _ = self.block(
-            hidden,
-            kwargs.get("attention_mask", full[1]),
-            self_bias,
-            kwargs.get("encoder_hidden_states", full[3]),
-            kwargs.get("encoder_attention_mask", full[4]),
-            cross_bias,
+            cast(hidden),
+            cast(kwargs.get("attention_mask", full[1])),
+            cast(self_bias),
+            cast(kwargs.get("encoder_hidden_states", full[3])),
+            cast(kwargs.get("encoder_attention_mask", full[4])),
+            cast(cross_bias),
             **{k: v for k, v in extra.items() if k not in ("encoder_hidden_states", "encoder_attention_mask")},
         )
         return (new_hidden.to(output[0].dtype), self_bias, cross_bias)
