@@ -128,7 +128,8 @@ def test_languages_use_their_own_modules(generator, evaluation):
 
 
 def test_generate_one_and_max_new_tokens(generator, evaluation):
-    prompt = evaluation["javascript"][0][0]
+    prompts, codes = evaluation["javascript"]
+    prompt = next(p for p, c in zip(prompts, codes) if len(c) > 10)  # the tiny smoke model writes nothing for some
     code = generator.generate(prompt, "javascript")
     assert code == generator.generate_batch([prompt], "javascript")[0]
     short = generator.generate(prompt, "javascript", max_new_tokens=2)
