@@ -81,3 +81,4 @@ def test_train_task_uses_fast_dropout_only_when_asked():
                    progress=False)
         kinds[flag] = {type(m) for m in cm.modules() if isinstance(m, nn.Dropout)}
     assert kinds[True] == {FastDropout} and kinds[False] == {nn.Dropout}
+
