@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from codecl.evaluation.claims import ABSENT, FAILS, HOLDS, ONE_SEED, SPANS, UNDEFINED, evaluate_claims
+from codecl.evaluation.claims import ABSENT, FAILS, HOLDS, ONE_SEED, SPANS, UNDEFINED, ZERO, evaluate_claims
 from codecl.evaluation.summary import summarize
 from codecl.results import finalize_run, new_results, upsert_run, validate_results
 
@@ -78,6 +78,8 @@ def test_full_layer_negative_forgetting():
     forgets = [make_run("full_layer", s, [0.20, 0.05], [0.18 + d, 0.2]) for s, d in ((1, 0.0), (2, 0.001), (3, 0.002))]
     assert verdicts(results_of(*forgets))["full_layer_negative_forgetting"] == FAILS
     assert verdicts(results_of(*improves[:1]))["full_layer_negative_forgetting"] == ONE_SEED
+    untouched = [make_run("full_layer", s, [0.20 + d, 0.05], [0.20 + d, 0.2]) for s, d in ((1, 0.0), (2, 0.01))]
+    assert verdicts(results_of(*untouched))["full_layer_negative_forgetting"] == ZERO  # per-task layers: 0 by construction
     single_task = [make_run("full_layer", s, [0.2], tasks=["python"]) for s in (1, 2)]
     assert verdicts(results_of(*single_task, tasks=["python"]))["full_layer_negative_forgetting"] == UNDEFINED
 

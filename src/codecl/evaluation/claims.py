@@ -24,7 +24,7 @@ from typing import Callable, Optional
 from codecl.evaluation.stats import Interval, interval95
 from codecl.evaluation.summary import COMPARED_METRIC, compare_methods, mean_forgetting, method_groups
 
-__all__ = ["Claim", "evaluate_claims", "verdict", "HOLDS", "FAILS", "SPANS", "ONE_SEED", "ABSENT", "UNDEFINED"]
+__all__ = ["Claim", "evaluate_claims", "verdict", "HOLDS", "FAILS", "SPANS", "ONE_SEED", "ABSENT", "UNDEFINED", "ZERO"]
 
 HOLDS = "holds"
 FAILS = "does not hold"
@@ -32,6 +32,7 @@ SPANS = "inconclusive (interval spans 0)"
 ONE_SEED = "inconclusive (needs ≥ 2 seeds)"
 ABSENT = "inconclusive (method not in this run)"
 UNDEFINED = "inconclusive (undefined on this run)"
+ZERO = "does not hold (exactly 0 on every seed)"
 
 STUDY_METHODS = ("lora", "full_layer", "hybrid", "hybrid_shared")
 """The methods the study compared; claim (a) ranks hybrid among these only."""
@@ -64,6 +65,8 @@ def verdict(found: Interval, sign: int) -> str:
     if found.half_width is None:
         return ONE_SEED
     low, high = (found.low, found.high) if sign > 0 else (-found.high, -found.low)
+    if low == high == 0:  # e.g. per-task modules' forgetting: 0 by construction, not noise around 0
+        return ZERO
     return HOLDS if low > 0 else FAILS if high < 0 else SPANS
 
 
