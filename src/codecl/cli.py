@@ -64,7 +64,7 @@ def _config_options(f):
 @cli.command()
 @_config_options
 @click.option("--output-dir", help="Run folder (default: the config's output_dir).")
-@click.option("--methods", help="Comma-separated methods: lora,full_layer,hybrid,hybrid_shared.")
+@click.option("--methods", help="Comma-separated methods: lora,full_layer,hybrid,hybrid_shared; baselines sequential_ft,joint,replay,ewc,olora.")
 @click.option("--tasks", help="Comma-separated task (language) sequence, e.g. python,javascript.")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --output-dir; completed stages are kept.")
