@@ -74,9 +74,7 @@ def run_reference(shape, method, data, cfg, pad_to: int | None, tokenizer=None, 
     from peft import LoraConfig as PeftLora, TaskType, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    model, _ = make_model(shape)
-    if not base_dropout:
-        model = make_model(shape, dropout_rate=0.0)[0]
+    model, _ = make_model(shape, dropout_rate=0.1 if base_dropout else 0.0)
     top = f"encoder.block.{model.config.num_layers - 1}"
     lora = PeftLora(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["q", "k", "v", "o", "wi", "wo"],
                     modules_to_save=[top] if method == "hybrid" else None)

@@ -87,8 +87,8 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
     model.train()
     if not cfg.base_dropout:
         set_base_dropout(model.base, False)
-    if cfg.fast_dropout and device.type == "cpu":
-        use_fast_dropout(model)
+    if cfg.fast_dropout:
+        use_fast_dropout(model)  # FastDropout itself falls back to nn.Dropout off the CPU
     peak = PeakMemory(device)
     started = time.perf_counter() - pos["seconds"]
     bar = tqdm(total=total_steps, initial=pos["step"], desc=desc, disable=not progress, leave=False, unit="step")
