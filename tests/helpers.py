@@ -67,3 +67,23 @@ def write_jsonl(path, rows: list, gz: bool = False):
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def interrupt_run(run: dict, keep_stages: int) -> dict:
+    """`run` as a run interrupted after its first `keep_stages` stages (base included) left it:
+    every per-stage field cut alike, summaries recomputed (a copy; `run` is unchanged)."""
+    import copy
+
+    from codecl.results import finalize_run
+
+    cut = copy.deepcopy(run)
+    dropped = cut["stages"][keep_stages:]
+    cut["stages"] = cut["stages"][:keep_stages]
+    cut["scores"] = {m: rows[:keep_stages] for m, rows in cut["scores"].items()}
+    if "truncated_outputs" in cut:
+        cut["truncated_outputs"] = cut["truncated_outputs"][:keep_stages]
+    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes",
+                "peak_memory_above_start_bytes", "loss_curve"):
+        if key in cut:
+            cut[key] = {k: v for k, v in cut[key].items() if k not in dropped}
+    return finalize_run(cut)

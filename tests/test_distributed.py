@@ -183,10 +183,14 @@ def test_accelerate_launch_two_cpu_processes_matches_one(tmp_path):
         for metric, rows in ra["scores"].items():
             # Stage 0 is exact: evaluation hands whole batches to ranks, so every example is decoded in its single-process batch.
             assert rb["scores"][metric][0] == rows[0], (ra["method"], metric)
-            # After training, within 0.05: each rank draws its own dropout masks, so two processes are another
-            # draw of the same training, not the same floats; greedy decoding of a tiny model can flip a token.
-            for row_a, row_b in zip(rows[1:], rb["scores"][metric][1:]):
-                assert row_b == pytest.approx(row_a, abs=0.05), (ra["method"], metric)
+        # After training: each rank draws its own dropout masks, so two processes are another draw of the
+        # same training, not the same floats, and greedy decoding of the smoke model can flip a token — the
+        # discrete scores of a few examples then say nothing. The teacher-forced loss is continuous: within
+        # 1% of the single process, while training moved it by far more than that from stage 0.
+        for row_a, row_b in zip(ra["scores"]["loss"][1:], rb["scores"]["loss"][1:]):
+            assert row_b == pytest.approx(row_a, rel=0.01), ra["method"]
+        moved = [abs(a - b) / b for a, b in zip(ra["scores"]["loss"][-1], ra["scores"]["loss"][0])]
+        assert max(moved) > 0.05, (ra["method"], moved)
         for task, curve in ra["loss_curve"].items():
             # Same global batch and token-weighted mean: the loss differs only by dropout noise (measured < 0.4%).
             assert [p["loss"] for p in rb["loss_curve"][task]] == pytest.approx([p["loss"] for p in curve], rel=0.02)
@@ -194,15 +198,12 @@ def test_accelerate_launch_two_cpu_processes_matches_one(tmp_path):
     # Resume under two processes: hybrid_shared interrupted after python; every rank reads the same results and modules.
     import shutil
 
-    from codecl.results import finalize_run
+    from helpers import interrupt_run
 
     partial = tmp_path / "partial"
     shutil.copytree(tmp_path / "two", partial)
     hs = b["runs"][3]
-    cut = {**hs, "stages": hs["stages"][:2], "scores": {m: rows[:2] for m, rows in hs["scores"].items()}}
-    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
-        cut[key] = {k: v for k, v in hs[key].items() if k != "javascript"}
-    finalize_run(cut)
+    cut = interrupt_run(hs, 2)
     (partial / "results.json").write_text(json.dumps({**b, "runs": b["runs"][:3] + [cut]}))
     shutil.rmtree(partial / "hybrid_shared" / "seed-42" / "javascript")
     resumed = _launch(["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from codecl.evaluation.continual import forgetting
-from codecl.results import finalize_run, validate_run_dir
-from helpers import run_codecl
+from codecl.results import validate_run_dir
+from helpers import interrupt_run, run_codecl
 
 METHODS = ["lora", "full_layer", "hybrid", "hybrid_shared"]
 
@@ -47,8 +47,38 @@ def test_smoke_run_matches_spec(smoke_run):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Detailed performance matrix" in (out / "report.md").read_text()
     assert "report:" in proc.stdout and "hybrid_shared" in proc.stdout
+    _check_loss_predictions_provenance(out, results)
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "train_loss" for e in events) and events[-1]["event"] == "done"
+
+
+def _check_loss_predictions_provenance(out, results):
+    """SPEC additions: the loss matrix, the predictions files, provenance, memory above the stage's start."""
+    from codecl.evaluation.metrics import score_all
+
+    prov = results["provenance"]
+    assert prov["packages"]["torch"].startswith("2.") and prov["device"].startswith("cpu")
+    assert len(prov["data_fingerprint"]) == 64 and prov["model_revision"] is None and prov["data_revision"] is None
+    for run in results["runs"]:
+        loss = run["scores"]["loss"]
+        assert len(loss) == 3 and all(len(row) == 2 and all(v > 0 for v in row) for row in loss)
+        # a task's loss falls when its own modules have trained on it (the base never saw these pairs)
+        assert loss[1][0] < loss[0][0] and loss[2][1] < loss[0][1], (run["method"], loss)
+        assert "loss" in run["bwt"] and "loss" in run["final_average"]
+        assert all(run["peak_memory_above_start_bytes"][t] > 0 for t in ("python", "javascript"))
+        assert all(run["peak_memory_above_start_bytes"][t] < run["peak_memory_bytes"][t] for t in ("python", "javascript"))
+        assert len(run["truncated_outputs"]) == 3
+        for s, stage in enumerate(run["stages"]):
+            folder = out / "predictions" / "base" if stage == "base" else out / run["method"] / f"seed-{run['seed']}" / "predictions" / stage
+            for j, task in enumerate(results["tasks"]):
+                lines = [json.loads(line) for line in (folder / f"{task}.jsonl").read_text().splitlines()]
+                assert {"id", "source", "reference", "prediction", "exact_match", "syntax_ok", "bleu_sentence", "truncated"} <= set(lines[0])
+                assert len({line["id"] for line in lines}) == len(lines)
+                # the saved generations re-score to the matrix cells
+                rescored = score_all([x["prediction"] for x in lines], [x["reference"] for x in lines], task)
+                for metric in ("bleu", "exact_match", "syntax_pass"):
+                    assert rescored[metric] == pytest.approx(run["scores"][metric][s][j], abs=1e-12)
+                assert sum(x["truncated"] for x in lines) == run["truncated_outputs"][s][j]
 
 
 def test_second_run_reuses_cached_base_and_refuses_existing_folder(smoke_run, cache):
@@ -65,17 +95,12 @@ def test_resume_keeps_completed_stages_and_finishes_the_rest(smoke_run, cache, t
     partial = tmp_path / "partial"
     shutil.copytree(out, partial)
     results = json.loads((partial / "results.json").read_text())
-    hs = results["runs"][3]
-    hs["stages"] = hs["stages"][:2]  # hybrid_shared interrupted after python
-    for m in hs["scores"]:
-        hs["scores"][m] = hs["scores"][m][:2]
-    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
-        hs[key].pop("javascript", None)
-    finalize_run(hs)
+    hs = interrupt_run(results["runs"][3], 2)  # hybrid_shared interrupted after python
     results["runs"] = results["runs"][:2] + [hs]  # hybrid not started at all
     (partial / "results.json").write_text(json.dumps(results))
     shutil.rmtree(partial / "hybrid_shared" / "seed-42" / "javascript")
     shutil.rmtree(partial / "hybrid")
+    shutil.rmtree(partial / "hybrid_shared" / "seed-42" / "predictions" / "javascript")
     # --threads changes no result, so a resume may set it (it is recorded, not compared)
     codecl("run", "--preset", "smoke", "--output-dir", str(partial), "--resume", "--quiet", "--threads", "1", cache=cache)
     resumed = validate_run_dir(partial, complete=True)
@@ -86,6 +111,8 @@ def test_resume_keeps_completed_stages_and_finishes_the_rest(smoke_run, cache, t
     by_method = {r["method"]: r for r in resumed["runs"]}
     for run in original["runs"]:
         assert by_method[run["method"]]["scores"] == run["scores"], run["method"]  # deterministic per stage
+        assert by_method[run["method"]]["truncated_outputs"] == run["truncated_outputs"], run["method"]
+    assert resumed["provenance"] == original["provenance"]  # recorded when the run started, kept on resume
     assert by_method["lora"]["train_seconds"] == original["runs"][0]["train_seconds"]  # kept, not redone
 
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from codecl.results import finalize_run, validate_run_dir
-from helpers import run_codecl
+from codecl.results import validate_run_dir
+from helpers import interrupt_run, run_codecl
 
 METHODS = ["lora", "hybrid_shared", "sequential_ft", "joint", "replay", "ewc", "olora"]
 
@@ -55,13 +55,9 @@ def test_baselines_resume_to_the_same_scores(baseline_run, cache, tmp_path):
     kept = []
     for run in results["runs"]:
         if run["seed"] == 2 and run["method"] in ("ewc", "replay"):  # interrupted after python: the Fisher is re-estimated
-            run["stages"] = run["stages"][:2]
-            for metric in run["scores"]:
-                run["scores"][metric] = run["scores"][metric][:2]
-            for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
-                run[key].pop("javascript", None)
-            finalize_run(run)
+            run = interrupt_run(run, 2)
             shutil.rmtree(partial / run["method"] / "seed-2" / "javascript")
+            shutil.rmtree(partial / run["method"] / "seed-2" / "predictions" / "javascript")
         if not (run["seed"] == 2 and run["method"] == "joint"):  # joint seed 2 not started
             kept.append(run)
     results["runs"] = kept

@@ -21,10 +21,12 @@ from codecl.checkpoint import remove_checkpoint
 from codecl.config import RunConfig, from_dict, to_dict
 from codecl.data.batching import EncodedPairs, encode_pairs
 from codecl.errors import CheckpointError, ConfigError
-from codecl.evaluation.generate import generate_codes
-from codecl.evaluation.metrics import score_all
+from codecl.evaluation.generate import generate_codes, generate_with_flags
+from codecl.evaluation.loss import mean_loss, per_example_losses
+from codecl.evaluation.metrics import score_with_examples
 from codecl.execution.inrun import METRIC as EXEC_METRIC, InRunExecutor
 from codecl.fileio import write_text
+from codecl.provenance import collect_provenance, data_fingerprint
 from codecl.methods.build import build_model
 from codecl.methods.continual import ContinualModel
 from codecl.methods.registry import METHODS
@@ -43,6 +45,9 @@ class TaskData:
     train: EncodedPairs
     eval_sources: list[str]
     eval_references: list[str]
+    eval_ids: list[str]
+    eval_encoded: EncodedPairs
+    """The evaluation pairs encoded as for training: the teacher-forced `loss` is computed on them."""
 
 
 class EventLog:
@@ -95,34 +100,79 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_task_data(cfg: RunConfig, tokenizer) -> dict[str, TaskData]:
+def load_task_data(cfg: RunConfig, tokenizer) -> tuple[dict[str, TaskData], dict]:
+    """Every task's training and evaluation data, and the provenance of what was read:
+    `{"data_fingerprint": sha256 over every example used, in order}`."""
     from codecl.data.tasks import load_pairs
 
-    tasks = {}
+    tasks, used = {}, []
     for language in cfg.tasks:
         train = load_pairs(cfg.data, language, "train")
         evaluation = load_pairs(cfg.data, language, cfg.eval.split)
         encoded = encode_pairs(tokenizer, [p.source for p in train], [p.target for p in train], cfg.data.max_source_tokens, cfg.data.max_target_tokens)
-        tasks[language] = TaskData(language, encoded, [p.source for p in evaluation], [p.target for p in evaluation])
-    return tasks
+        sources, references = [p.source for p in evaluation], [p.target for p in evaluation]
+        eval_encoded = encode_pairs(tokenizer, sources, references, cfg.data.max_source_tokens, cfg.data.max_target_tokens)
+        tasks[language] = TaskData(language, encoded, sources, references, [p.id for p in evaluation], eval_encoded)
+        used += [(language, "train", p) for p in train] + [(language, cfg.eval.split, p) for p in evaluation]
+    return tasks, {"data_fingerprint": data_fingerprint(used)}
+
+
+@dataclass
+class Evaluation:
+    """One stage's evaluation: score rows (one value per task and metric), how many generations
+    per task stopped at the token budget, and the predictions lines of every task."""
+    rows: dict[str, list]
+    truncated: list[int]
+    predictions: dict[str, list[dict]]
 
 
 def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, TaskData], trained: list[str], cfg: RunConfig,
-                 device, progress: bool, desc: str, executor: InRunExecutor | None = None) -> dict[str, list]:
+                 device, progress: bool, desc: str, executor: InRunExecutor | None = None, log=None) -> Evaluation:
     """Score every task: a trained task with its own modules, any other with the latest task's.
-    With an `executor` (benchmarks configured and execution allowed), `pass_at_1` too: null for a task without a benchmark."""
+    Metrics of SPEC plus `loss` (teacher-forced nats per reference token). With an `executor`
+    (benchmarks configured and execution allowed), `pass_at_1` too: null for a task without a benchmark."""
     rows: dict[str, list] = {}
+    truncated: list[int] = []
+    predictions: dict[str, list[dict]] = {}
     for language, data in tasks.items():
         if cm is not None:
             cm.activate(language if language in trained else (trained[-1] if trained else None))
-        hyps = generate_codes(model, tokenizer, data.eval_sources, cfg.data.max_source_tokens, cfg.eval, device, progress, f"{desc} eval {language}")
-        for metric, value in score_all(hyps, data.eval_references, language).items():
+        outputs = generate_with_flags(model, tokenizer, data.eval_sources, cfg.data.max_source_tokens, cfg.eval, device, progress,
+                                      f"{desc} eval {language}")
+        hyps = [text for text, _ in outputs]
+        scores, examples = score_with_examples(hyps, data.eval_references, language)
+        losses = per_example_losses(model, data.eval_encoded, tokenizer.pad_token_id, cfg.eval.batch_size, device)
+        scores["loss"] = mean_loss(losses)
+        for metric, value in scores.items():
             rows.setdefault(metric, []).append(value)
+        cut = sum(flag for _, flag in outputs)
+        truncated.append(cut)
+        if cut and log is not None:
+            log({"event": "generation_truncated", "stage": desc, "task": language, "truncated": cut, "of": len(outputs),
+                 "max_new_tokens": cfg.eval.max_new_tokens})
+        predictions[language] = [
+            {"id": id_, "source": src, "reference": ref, "prediction": hyp, **example, "truncated": flag,
+             "loss": round(total / n, 6) if n else None}
+            for id_, src, ref, hyp, example, (_, flag), (total, n)
+            in zip(data.eval_ids, data.eval_sources, data.eval_references, hyps, examples, outputs, losses)
+        ]
         if executor is not None:
             generate = lambda sources: generate_codes(model, tokenizer, sources, cfg.data.max_source_tokens, cfg.eval, device,  # noqa: E731
                                                       progress, f"{desc} exec {language}")
             rows.setdefault(EXEC_METRIC, []).append(executor.pass_at_1(language, generate, stage=desc))
-    return rows
+    if any(truncated):
+        import sys
+
+        cuts = ", ".join(f"{t} {n}/{len(tasks[t].eval_sources)}" for t, n in zip(tasks, truncated) if n)
+        print(f"warning: {desc}: generation stopped at eval.max_new_tokens={cfg.eval.max_new_tokens} before end-of-sequence for {cuts}; "
+              f"those outputs are cut (predictions field `truncated`) — raise eval.max_new_tokens to score whole programs", file=sys.stderr)
+    return Evaluation(rows, truncated, predictions)
+
+
+def write_predictions(folder: Path, evaluation: Evaluation) -> None:
+    """`folder/<task>.jsonl`: every evaluated example of one stage (SPEC "Run folder"), atomically."""
+    for task, lines in evaluation.predictions.items():
+        write_text(folder / f"{task}.jsonl", "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
 
 
 def _check_resume(results: dict, cfg: RunConfig, path: Path) -> None:
@@ -172,24 +222,35 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     if results is not None and results["base_model"].get("fingerprint") != info.fingerprint:
         raise CheckpointError(f"{results_path}: recorded base fingerprint {results['base_model'].get('fingerprint')} "
                               f"differs from the loaded base's {info.fingerprint}; use another --output-dir")
-    results = results or new_results(to_dict(cfg), info.as_dict(), list(cfg.tasks))
     with dist.main_process_first():
-        tasks = load_task_data(cfg, tokenizer)
+        tasks, data_provenance = load_task_data(cfg, tokenizer)
+    if results is None:
+        results = new_results(to_dict(cfg), info.as_dict(), list(cfg.tasks))
+        results["provenance"] = collect_provenance(cfg, device, data_provenance["data_fingerprint"])
+    elif results.get("provenance", {}).get("data_fingerprint") not in (None, data_provenance["data_fingerprint"]):
+        raise ConfigError(f"{results_path}: the examples read now (fingerprint {data_provenance['data_fingerprint']}) differ from those the run "
+                          f"used ({results['provenance']['data_fingerprint']}): the data changed; use another --output-dir")
     log({"event": "data", **{t: {"train": len(d.train), "eval": len(d.eval_sources), "truncated_sources": d.train.truncated_sources,
                                 "truncated_targets": d.train.truncated_targets} for t, d in tasks.items()}})
     executor = InRunExecutor.from_config(cfg, log)  # None without benchmarks, or without the opt-in (logs exec_skipped)
 
-    stage0 = next((run["scores"] for run in results["runs"] if run["stages"]), None)
-    stage0 = {m: [R[0]] for m, R in stage0.items()} if stage0 else None
-    if stage0 is None:
+    first = next((run for run in results["runs"] if run["stages"]), None)
+    stage0 = {m: [R[0]] for m, R in first["scores"].items()} if first else None
+    truncated0 = first.get("truncated_outputs", [[0] * len(tasks)])[0] if first else None
+    if stage0 is None or not (out / "predictions" / "base").is_dir():
         mark = time.perf_counter()
-        stage0 = {m: [row] for m, row in evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base", executor).items()}
-        log({"event": "stage0", "scores": {m: R[0] for m, R in stage0.items()}, "eval_seconds": round(time.perf_counter() - mark, 2)})
+        evaluation = evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base", executor, log)
+        if distributed.current().is_main:
+            write_predictions(out / "predictions" / "base", evaluation)
+        stage0 = stage0 or {m: [row] for m, row in evaluation.rows.items()}
+        truncated0 = truncated0 or evaluation.truncated
+        log({"event": "stage0", "scores": {m: R[0] for m, R in stage0.items()}, "truncated": evaluation.truncated,
+             "eval_seconds": round(time.perf_counter() - mark, 2)})
 
     for seed in cfg.seeds:
         for method in cfg.methods:
             run = find_run(results, method, seed) or {"method": method, "seed": seed, "stages": ["base"],
-                                                       "scores": json.loads(json.dumps(stage0))}
+                                                       "scores": json.loads(json.dumps(stage0)), "truncated_outputs": [list(truncated0)]}
             _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress, executor)
     from codecl.report import summary_table, write_report
 
@@ -209,7 +270,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
 def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, log, progress, executor=None) -> None:
     base, _, info = load_base(cfg.model, cfg, progress=False)  # a fresh frozen base: PEFT edits modules in place
     cm = build_model(base, method, cfg.method, info).to(device)
-    for key in ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve"):
+    for key in _COST_KEYS:
         run.setdefault(key, {})
     train_data = {t: d.train for t, d in tasks.items()}
     stages = cm.stages(list(cfg.tasks))  # one per task; the joint baseline's single `joint` stage
@@ -237,15 +298,20 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
             remove_checkpoint(folder.with_name(f"{task}.checkpoint"))  # the stage's modules are sealed: the checkpoint is spent
         cm.end_stage(stage, train_data, tokenizer.pad_token_id, device, stage_seed, cfg.train.batch_size)  # e.g. EWC's Fisher
         mark = time.perf_counter()
-        rows = evaluate_all(cm, cm, tokenizer, tasks, [s.name for s in stages[:index]], cfg, device, progress, desc, executor)
+        evaluation = evaluate_all(cm, cm, tokenizer, tasks, [s.name for s in stages[:index]], cfg, device, progress, desc, executor, log)
+        rows = evaluation.rows
         eval_seconds = time.perf_counter() - mark
+        if distributed.current().is_main:  # before results.json names the stage: a listed stage always has its predictions
+            write_predictions(out / method / f"seed-{seed}" / "predictions" / task, evaluation)
         run["stages"].append(task)
         for metric, row in rows.items():
             run["scores"].setdefault(metric, []).append(row)
+        run.setdefault("truncated_outputs", []).append(evaluation.truncated)
         run["trainable_parameters"][task] = cost.trainable_parameters
         run["train_seconds"][task] = round(cost.seconds, 3)
         run["train_samples_per_second"][task] = round(cost.samples_per_second, 3)
         run["peak_memory_bytes"][task] = cost.peak_memory_bytes
+        run["peak_memory_above_start_bytes"][task] = cost.peak_memory_above_start_bytes
         run["loss_curve"][task] = cost.loss_curve
         run["stored_parameters"] = cm.stored_parameter_count()
         finalize_run(run)
@@ -254,12 +320,14 @@ def _run_method(cfg, method, seed, run, results, tasks, tokenizer, device, out, 
             save_results(out / "results.json", results)
         log({"event": "stage", "method": method, "seed": seed, "task": task, "seconds": cost.seconds, "eval_seconds": round(eval_seconds, 2),
              "samples_per_second": cost.samples_per_second, "peak_memory_bytes": cost.peak_memory_bytes,
-             "scores": {m: r for m, r in rows.items()}})
+             "peak_memory_above_start_bytes": cost.peak_memory_above_start_bytes, "scores": {m: r for m, r in rows.items()},
+             "truncated": evaluation.truncated})
     if "stored_parameters" not in run:
         run["stored_parameters"] = cm.stored_parameter_count()
 
 
-_COST_KEYS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "loss_curve")
+_COST_KEYS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "peak_memory_above_start_bytes",
+              "loss_curve")
 
 
 def _reuse_first_stage(cm, method, seed, task, run, results, out, device, log) -> bool:
@@ -278,11 +346,17 @@ def _reuse_first_stage(cm, method, seed, task, run, results, out, device, log) -
         cm.save_task(task, folder, extra={"seed": seed, "stage": 1, "reused_from": twin})
         remove_checkpoint(folder.with_name(f"{task}.checkpoint"))
     stage = twin_run["stages"].index(task)
+    if distributed.current().is_main:  # the same model scored the same examples: the same predictions
+        for lines in sorted((out / str(twin) / f"seed-{seed}" / "predictions" / task).glob("*.jsonl")):
+            write_text(out / method / f"seed-{seed}" / "predictions" / task / lines.name, lines.read_text(encoding="utf-8"))
     run["stages"].append(task)
     for metric, rows in twin_run["scores"].items():
         run["scores"].setdefault(metric, []).append(json.loads(json.dumps(rows[stage])))
+    if "truncated_outputs" in twin_run:
+        run.setdefault("truncated_outputs", []).append(list(twin_run["truncated_outputs"][stage]))
     for key in _COST_KEYS:
-        run[key][task] = json.loads(json.dumps(twin_run[key][task]))
+        if task in twin_run.get(key, {}):
+            run[key][task] = json.loads(json.dumps(twin_run[key][task]))
     run.setdefault("reused_stages", {})[task] = twin
     run["stored_parameters"] = cm.stored_parameter_count()
     finalize_run(run)

@@ -28,7 +28,10 @@ from codecl.fileio import read_json, write_json
 SCHEMA_VERSION = 1
 REQUIRED_METRICS = ("bleu", "exact_match", "syntax_pass")
 """Metrics every run scores on every task and stage; others (e.g. `bleu_sentence_smoothed`,
-`pass_at_1`) are optional and may hold `null` cells."""
+`pass_at_1`) are optional and may hold `null` cells. codecl always writes `loss` too (runs made
+before it existed lack it, so a reader does not require it)."""
+UNBOUNDED_METRICS = ("loss",)
+"""Scores not on the 0–1 scale: `loss` is nats per token (>= 0, lower is better), never null."""
 FORGETTING_METRIC = "bleu"
 JOINT_STAGE = "joint"
 """The one training stage of the joint baseline (one model trained once on every task's data, the
@@ -36,8 +39,8 @@ multitask upper bound). It has no task sequence: its run has the stages `["base"
 score rows (the base model, then the joint model on every task); its per-stage fields are keyed
 `joint`; it is complete with those two stages; its forgetting is `{}` and bwt / fwt `null` (no
 earlier stage to compare with); `final_average` is comparable with every other method's."""
-PER_TASK_FIELDS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes")
-_NULLABLE_PER_TASK = ("train_samples_per_second", "peak_memory_bytes")
+PER_TASK_FIELDS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "peak_memory_above_start_bytes")
+_NULLABLE_PER_TASK = ("train_samples_per_second", "peak_memory_bytes", "peak_memory_above_start_bytes")
 _TOLERANCE = 1e-9
 
 __all__ = [
@@ -120,14 +123,15 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_matrix(R: Any, field: str, num_stages: int, num_tasks: int, nullable: bool) -> None:
+def _check_matrix(R: Any, field: str, num_stages: int, num_tasks: int, nullable: bool, bounded: bool = True) -> None:
     _require(isinstance(R, list), field, f"must be a list of rows, got {type(R).__name__}")
     _require(len(R) == num_stages, field, f"has {len(R)} rows but stages has {num_stages}")
+    scale = "in [0, 1]" if bounded else ">= 0"
     for s, row in enumerate(R):
         _require(isinstance(row, list) and len(row) == num_tasks, f"{field}[{s}]", f"must be a list of {num_tasks} scores (one per task)")
         for j, v in enumerate(row):
-            ok = (v is None and nullable) or (_is_number(v) and 0.0 <= v <= 1.0)
-            _require(ok, f"{field}[{s}][{j}]", f"must be a number in [0, 1]{' or null' if nullable else ''}, got {v!r}")
+            ok = (v is None and nullable) or (_is_number(v) and 0.0 <= v and (v <= 1.0 or not bounded))
+            _require(ok, f"{field}[{s}][{j}]", f"must be a number {scale}{' or null' if nullable else ''}, got {v!r}")
 
 
 def _check_per_task(run: dict, field: str, key: str, trained: list[str], tasks: list[str]) -> None:
@@ -171,10 +175,19 @@ def _check_run(run: Any, field: str, tasks: list[str]) -> None:
     missing = [m for m in REQUIRED_METRICS if m not in scores]
     _require(not missing, f"{field}.scores", f"lacks required metric(s) {missing}")
     for metric, R in scores.items():
-        _check_matrix(R, f"{field}.scores.{metric}", len(stages), len(tasks), nullable=metric not in REQUIRED_METRICS)
+        _check_matrix(R, f"{field}.scores.{metric}", len(stages), len(tasks),
+                      nullable=metric not in REQUIRED_METRICS + UNBOUNDED_METRICS, bounded=metric not in UNBOUNDED_METRICS)
+    if "truncated_outputs" in run:  # generations cut at the token budget, per stage and task (counts)
+        cut = run["truncated_outputs"]
+        _require(isinstance(cut, list) and len(cut) == len(stages), f"{field}.truncated_outputs", f"must hold one row per stage ({len(stages)})")
+        for s, row in enumerate(cut):
+            ok = isinstance(row, list) and len(row) == len(tasks) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
+            _require(ok, f"{field}.truncated_outputs[{s}]", f"must be {len(tasks)} non-negative counts (one per task)")
     trained = stages[1:]
     known = tasks + [JOINT_STAGE] if is_joint(run) else tasks  # per-stage fields are keyed by stage name
     for key in PER_TASK_FIELDS:
+        if key == "peak_memory_above_start_bytes" and key not in run:
+            continue  # runs made before it was recorded
         _check_per_task(run, field, key, trained, known)
     stored = run.get("stored_parameters")
     _require(isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0, f"{field}.stored_parameters", f"must be a non-negative integer, got {stored!r}")
@@ -198,6 +211,12 @@ def _check_document(results: Any, complete: bool) -> None:
     _require(isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks), "tasks", "must be a non-empty list of task names")
     _require(isinstance(results["runs"], list), "runs", "must be a list")
     _require(isinstance(results.get("summary", {}), dict), "summary", "must be an object (save_results recomputes it from runs)")
+    if "provenance" in results:
+        prov = results["provenance"]
+        _require(isinstance(prov, dict), "provenance", "must be an object")
+        for key in ("python", "packages", "device", "git_commit", "model_revision", "data_revision", "data_fingerprint"):
+            _require(key in prov, f"provenance.{key}", "is missing")
+        _require(isinstance(prov["packages"], dict), "provenance.packages", "must be an object of package versions")
     seen = set()
     for i, run in enumerate(results["runs"]):
         _check_run(run, f"runs[{i}]", tasks)
@@ -253,7 +272,9 @@ def validate_run_dir(run_dir: str | os.PathLike, *, complete: bool = True) -> di
 
     results.json as `validate_results(..., complete=complete)`; config.yaml and report.md
     present; plots/ holding `score_matrix_<method>.png` for every method, `final_scores.png`
-    and `score_vs_params.png`; and a `<method>/seed-<N>/<task>/` folder for every trained stage.
+    and `score_vs_params.png`; a `<method>/seed-<N>/<task>/` folder for every trained stage; and the
+    predictions files of every stage and task (`predictions/base/<task>.jsonl`,
+    `<method>/seed-<N>/predictions/<stage>/<task>.jsonl`).
     Raises CheckpointError naming the first missing path.
     """
     run_dir = Path(run_dir)
@@ -263,6 +284,10 @@ def validate_run_dir(run_dir: str | os.PathLike, *, complete: bool = True) -> di
     wanted = [run_dir / "config.yaml", run_dir / "report.md", run_dir / "plots" / "final_scores.png", run_dir / "plots" / "score_vs_params.png"]
     wanted += [run_dir / "plots" / f"score_matrix_{m}.png" for m in dict.fromkeys(r["method"] for r in results["runs"])]
     wanted += [run_dir / r["method"] / f"seed-{r['seed']}" / task for r in results["runs"] for task in r["stages"][1:]]
+    if results["runs"]:  # SPEC predictions files: stage 0 once, then every stage of every run, every task
+        wanted += [run_dir / "predictions" / "base" / f"{t}.jsonl" for t in results["tasks"]]
+    wanted += [run_dir / r["method"] / f"seed-{r['seed']}" / "predictions" / stage / f"{t}.jsonl"
+               for r in results["runs"] for stage in r["stages"][1:] for t in results["tasks"]]
     for item in wanted:
         if not item.exists():
             raise CheckpointError(f"{item}: missing from the run folder {run_dir}")

@@ -36,6 +36,7 @@ class StageCost:
     seconds: float
     samples_per_second: float
     peak_memory_bytes: int
+    peak_memory_above_start_bytes: int
     steps: int
     skipped_nonfinite_steps: int
     loss_curve: list[dict] = field(default_factory=list)
@@ -143,5 +144,5 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
     seconds = time.perf_counter() - started
     model.eval()
     n_trainable = sum(p.numel() for p in params)
-    return StageCost(n_trainable, seconds, pos["samples"] / seconds if seconds > 0 else 0.0, peak.read(), pos["step"],
+    return StageCost(n_trainable, seconds, pos["samples"] / seconds if seconds > 0 else 0.0, peak.read(), peak.above_start(), pos["step"],
                      pos["skipped"], pos["curve"])

@@ -50,9 +50,19 @@ def test_bleu_equals_sacrebleu_on_tokens():
     hyps = ["def f(x): return x+1", "for i in range(n): total += i", "if a == b:\n    pass"]
     refs = ["def f(y): return y + 1", "for j in range(n): total += j", "if a != b: return"]
     joined = lambda code: " ".join(code_tokenize(code))
-    reference = BLEU(tokenize="none").corpus_score([joined(h) for h in hyps], [[joined(r) for r in refs]]).score / 100
+    reference = BLEU(tokenize="none", smooth_method="none").corpus_score([joined(h) for h in hyps], [[joined(r) for r in refs]]).score / 100
     assert corpus_bleu(hyps, refs) == pytest.approx(reference, abs=1e-12)
     assert 0 < corpus_bleu(hyps, refs) < 1
+
+
+def test_bleu_is_unsmoothed_when_no_4gram_matches():
+    # unigram..trigram precisions 2/5, 1/4, 0/3: sacrebleu's default exponential smoothing gives 0.214 here.
+    assert corpus_bleu(["a b c d e"], ["a b x y z"]) == 0.0
+    assert BLEU(tokenize="none").corpus_score(["a b c d e"], [["a b x y z"]]).score > 20  # what smoothing would add
+    # every order matches somewhere in the corpus but no 4-gram does: still 0.
+    assert corpus_bleu(["x = a + b", "p q r"], ["x = a - b", "p q s"]) == 0.0
+    # one matching 4-gram anywhere in the corpus makes it positive.
+    assert corpus_bleu(["x = a + b", "p q r s"], ["x = a - b", "p q r s"]) > 0.0
 
 
 def test_smoothed_bleu_identical_is_one():

@@ -1,7 +1,8 @@
 """Code-generation metrics: pure functions on lists of strings (SPEC "Metric definitions").
 
-- `corpus_bleu`: corpus BLEU-4 from sacrebleu (`BLEU(tokenize="none")`, no smoothing) on code
-  split by `code_tokenize` — the headline `bleu` of results.json.
+- `corpus_bleu`: corpus BLEU-4 from sacrebleu (`BLEU(tokenize="none", smooth_method="none")`:
+  no smoothing, so a corpus with no matching 4-gram scores 0; sacrebleu's default is exponential
+  smoothing) on code split by `code_tokenize` — the headline `bleu` of results.json.
 - `smoothed_sentence_bleu`: the sentence-averaged smoothed BLEU-4 of CodeXGLUE's code-to-text
   evaluator (`evaluator/smooth_bleu.py`, used by CodeT5), for comparison with published numbers.
   That script is MOSES `bleu.py` with Lin & Och (2004, "ORANGE", COLING) add-one smoothing:
@@ -27,7 +28,8 @@ from statistics import fmean
 
 from sacrebleu.metrics import BLEU
 
-__all__ = ["code_tokenize", "corpus_bleu", "smoothed_sentence_bleu", "exact_match", "syntax_pass", "score_all"]
+__all__ = ["code_tokenize", "corpus_bleu", "smoothed_sentence_bleu", "sentence_bleus", "exact_match", "exact_matches", "syntax_pass",
+           "syntax_oks", "score_all", "score_with_examples"]
 
 _STRING = r"""(?<![\w$])[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')|`(?:\\.|[^`\\])*`"""
 _NUMBER = r"(?:0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?)[jJlLnfFdD]?"
@@ -75,11 +77,12 @@ def _check_pair(hyps: list[str], refs: list[str]) -> None:
 def corpus_bleu(hyps: list[str], refs: list[str]) -> float:
     """Corpus BLEU-4 (Papineni et al. 2002) of generated vs reference code, 0–1.
 
-    sacrebleu `BLEU(tokenize="none")` (unsmoothed, one reference per hypothesis) on the
-    `code_tokenize` tokens, so the score does not depend on sacrebleu's natural-language tokenizers.
+    sacrebleu `BLEU(tokenize="none", smooth_method="none")` (unsmoothed: any n-gram order with no
+    match makes the score 0; one reference per hypothesis) on the `code_tokenize` tokens, so the
+    score does not depend on sacrebleu's natural-language tokenizers.
     """
     _check_pair(hyps, refs)
-    score = BLEU(tokenize="none").corpus_score([_bleu_line(h) for h in hyps], [[_bleu_line(r) for r in refs]])
+    score = BLEU(tokenize="none", smooth_method="none").corpus_score([_bleu_line(h) for h in hyps], [[_bleu_line(r) for r in refs]])
     return min(score.score / 100.0, 1.0)  # sacrebleu's ×100 round trip can give 1.0000000000000004
 
 
@@ -110,48 +113,67 @@ def _codexglue_sentence_bleu(matches: list[int], guesses: list[int], hyp_len: in
     return math.exp(log_bleu)
 
 
+def sentence_bleus(hyps: list[str], refs: list[str]) -> list[float]:
+    """CodeXGLUE's smoothed BLEU-4 of each hypothesis against its reference (module docstring), 0–1."""
+    _check_pair(hyps, refs)
+    counter = BLEU(tokenize="none", max_ngram_order=4)
+    scores = []
+    for hyp, ref in zip(hyps, refs):
+        hyp_tokens, ref_tokens = _codexglue_tokens(hyp), _codexglue_tokens(ref)
+        stats = counter.corpus_score([" ".join(hyp_tokens)], [[" ".join(ref_tokens)]])
+        scores.append(_codexglue_sentence_bleu(stats.counts, stats.totals, len(hyp_tokens), len(ref_tokens)))
+    return scores
+
+
 def smoothed_sentence_bleu(hyps: list[str], refs: list[str]) -> float:
     """Sentence-averaged smoothed BLEU-4 as CodeXGLUE computes it (module docstring), 0–1.
 
     CodeXGLUE reports it ×100; this returns the same number / 100.
     """
-    _check_pair(hyps, refs)
-    counter = BLEU(tokenize="none", max_ngram_order=4)
-    total = 0.0
-    for hyp, ref in zip(hyps, refs):
-        hyp_tokens, ref_tokens = _codexglue_tokens(hyp), _codexglue_tokens(ref)
-        stats = counter.corpus_score([" ".join(hyp_tokens)], [[" ".join(ref_tokens)]])
-        total += _codexglue_sentence_bleu(stats.counts, stats.totals, len(hyp_tokens), len(ref_tokens))
-    return total / len(hyps)
+    return fmean(sentence_bleus(hyps, refs))
 
 
 def _normalise_whitespace(code: str) -> str:
     return " ".join(code.split())
 
 
+def exact_matches(hyps: list[str], refs: list[str]) -> list[bool]:
+    """Per hypothesis: equal to its reference after whitespace normalisation (`exact_match`)."""
+    _check_pair(hyps, refs)
+    return [_normalise_whitespace(h) == _normalise_whitespace(r) for h, r in zip(hyps, refs)]
+
+
+def syntax_oks(hyps: list[str], language: str) -> list[bool]:
+    """Per hypothesis: a complete, error-free program unit of `language` (`syntax_pass`)."""
+    from codecl.languages import parse_ok
+
+    return [bool(h.strip()) and bool(parse_ok(h, language)) for h in hyps]
+
+
 def exact_match(hyps: list[str], refs: list[str]) -> float:
     """Share of hypotheses equal to their reference once every whitespace run (spaces, tabs,
     newlines, indentation) is collapsed to one space and the ends are stripped."""
-    _check_pair(hyps, refs)
-    return fmean(_normalise_whitespace(h) == _normalise_whitespace(r) for h, r in zip(hyps, refs))
+    return fmean(exact_matches(hyps, refs))
 
 
 def syntax_pass(hyps: list[str], language: str) -> float:
     """Share of hypotheses that parse as a complete program unit of `language` without errors
     (`codecl.languages.parse_ok`: `ast.parse` for Python, tree-sitter otherwise). An empty or
     whitespace-only output is no program unit: it fails (both parsers would accept it)."""
-    from codecl.languages import parse_ok
-
     if not hyps:
         raise ValueError("no hypotheses to score (empty evaluation set)")
-    return fmean(bool(h.strip()) and bool(parse_ok(h, language)) for h in hyps)
+    return fmean(syntax_oks(hyps, language))
 
 
 def score_all(hyps: list[str], refs: list[str], language: str) -> dict[str, float]:
     """Every metric of one evaluation: `bleu`, `exact_match`, `syntax_pass`, `bleu_sentence_smoothed`."""
-    return {
-        "bleu": corpus_bleu(hyps, refs),
-        "exact_match": exact_match(hyps, refs),
-        "syntax_pass": syntax_pass(hyps, language),
-        "bleu_sentence_smoothed": smoothed_sentence_bleu(hyps, refs),
-    }
+    return score_with_examples(hyps, refs, language)[0]
+
+
+def score_with_examples(hyps: list[str], refs: list[str], language: str) -> tuple[dict[str, float], list[dict]]:
+    """`score_all` and, per hypothesis, `{"exact_match", "syntax_ok", "bleu_sentence"}` (the
+    fields of a predictions line); the corpus scores are the means of the per-example ones,
+    except `bleu`, which is corpus-level."""
+    matches, oks, bleus = exact_matches(hyps, refs), syntax_oks(hyps, language), sentence_bleus(hyps, refs)
+    scores = {"bleu": corpus_bleu(hyps, refs), "exact_match": fmean(matches), "syntax_pass": fmean(oks), "bleu_sentence_smoothed": fmean(bleus)}
+    return scores, [{"exact_match": m, "syntax_ok": o, "bleu_sentence": b} for m, o, b in zip(matches, oks, bleus)]
