@@ -63,7 +63,14 @@ def test_switching_save_load_roundtrip(method, tmp_path):
     for task in ("python", "javascript"):
         cm.add_task(task)
         cm.activate(task)
-        assert torch.allclose(_logits(cm, x, y), base_logits, atol=1e-5) or method == "hybrid_shared"  # new modules start as identity
+        # New modules start as identity. hybrid_shared's second task adds only a LoRA adapter to the shared
+        # block as the first task left it: the model then equals that block with every adapter switched off.
+        expected = base_logits
+        if method == "hybrid_shared" and task != "python":
+            with cm.peft.disable_adapter():
+                expected = _logits(cm, x, y)
+            assert not torch.allclose(expected, base_logits, atol=1e-3)  # the shared block did move: the check bites
+        assert torch.allclose(_logits(cm, x, y), expected, atol=1e-5)
         _perturb(cm, task)
         cm.save_task(task, tmp_path / task)
     cm.activate("python")
