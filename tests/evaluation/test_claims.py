@@ -110,3 +110,26 @@ def test_summary_intervals_comparisons_and_claims():
     assert pairs[("hybrid", "lora")]["p_value"] == pytest.approx(0.0351, abs=1e-4) and pairs[("hybrid", "lora")]["significant"]
     assert pairs[("hybrid", "full_layer")]["seeds"] == [1, 2] and pairs[("hybrid", "full_layer")]["n"] == 2
     assert [c["id"] for c in summary["claims"]][0] == "hybrid_best_final_average" and summary["claims"][0]["verdict"] == HOLDS
+
+
+def with_loss(run, final_loss, earlier=(3.0, 3.0)):
+    """`run` with a loss matrix: the base 4.0 on every task, `earlier` after the first stage, `final_loss` at the end."""
+    run["scores"]["loss"] = [[4.0, 4.0], list(earlier), [final_loss, final_loss]]
+    return finalize_run(run)
+
+
+def test_claims_on_loss_read_lower_as_better():
+    # hybrid has the lower loss on every seed while its BLEU is no better: the loss claim holds, the BLEU one fails.
+    hybrid = [with_loss(r, v) for r, v in zip(finals("hybrid", [0.20, 0.20, 0.20]), [2.0, 2.1, 2.2])]
+    lora = [with_loss(r, v) for r, v in zip(finals("lora", [0.30, 0.31, 0.32]), [2.5, 2.5, 2.6])]
+    found = verdicts(results_of(*hybrid, *lora))
+    assert found["hybrid_best_final_average"] == FAILS and found["hybrid_best_final_average_loss"] == HOLDS
+    worse = [with_loss(r, v) for r, v in zip(finals("lora", [0.1] * 3), [1.5, 1.6, 1.5])]
+    assert verdicts(results_of(*hybrid, *worse))["hybrid_best_final_average_loss"] == FAILS
+    # hybrid_shared: the second task's loss fell before it trained (earlier[1] 3.0 < base 4.0): FWT on loss < 0 holds;
+    # python's loss rose after javascript's stage (3.0 → 3.3, 3.4, 3.5): BWT on loss > 0, the backward claim fails.
+    shared = [with_loss(r, v) for r, v in zip(finals("hybrid_shared", [0.2] * 3), [3.3, 3.4, 3.5])]
+    found = verdicts(results_of(*shared))
+    assert found["hybrid_shared_forward_transfer_loss"] == HOLDS and found["hybrid_shared_backward_transfer_loss"] == FAILS
+    # runs made before the loss existed: undefined, never a verdict
+    assert verdicts(results_of(*finals("hybrid", [0.3] * 3), *finals("lora", [0.2] * 3)))["hybrid_best_final_average_loss"] == UNDEFINED
