@@ -70,8 +70,8 @@ def _total_seconds(run: dict) -> float:
     return sum(v for v in run["train_seconds"].values() if v is not None)
 
 
-def _peak_memory(run: dict) -> Optional[float]:
-    values = [v for v in run["peak_memory_bytes"].values() if v is not None]
+def _peak_memory(run: dict, key: str = "peak_memory_bytes") -> Optional[float]:
+    values = [v for v in run.get(key, {}).values() if v is not None]
     return max(values) if values else None
 
 
@@ -125,12 +125,38 @@ def _header(results: dict) -> str:
         f"{'frozen after the first task' if _cfg(cfg, 'method.block.shared_after_first') == 'freeze' else 'trained with every task'}",
         f"- **Decoding**: {decoding}, at most {_cfg(cfg, 'eval.max_new_tokens')} new tokens",
         *_exec_lines(cfg, tasks),
+        *_truncation_lines(results),
+        *_provenance_lines(results),
         f"- codecl {results['codecl_version']}, results schema {results['schema_version']}",
     ]
     incomplete = [_label(r) for r in results["runs"] if not is_complete(results, r)]
     if incomplete:
         lines += ["", f"\\* Incomplete (interrupted) runs, summarised at their last completed stage: {', '.join(incomplete)}."]
     return "\n".join(lines)
+
+
+def _truncation_lines(results: dict) -> list[str]:
+    """How many generations stopped at the token budget (cut programs are scored as they are)."""
+    counts = [n for r in results["runs"] for row in r.get("truncated_outputs", []) for n in row]
+    if not counts:
+        return []
+    cut = sum(counts)
+    if not cut:
+        return ["- **Generation budget**: every output ended with end-of-sequence (none cut at the token budget)"]
+    return [f"- **Generation budget**: {cut:,} generated outputs (summed over runs, stages and tasks) stopped at "
+            f"{_cfg(results['config'], 'eval.max_new_tokens')} new tokens before end-of-sequence; they are scored as cut "
+            "(`truncated` in the predictions files; `truncated_outputs` in results.json)"]
+
+
+def _provenance_lines(results: dict) -> list[str]:
+    prov = results.get("provenance")
+    if not prov:
+        return []
+    packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items() if v)
+    commit = prov.get("git_commit") or "not a git checkout"
+    revisions = f"model revision {prov.get('model_revision') or 'n/a'}, data revision {prov.get('data_revision') or 'n/a'}"
+    return [f"- **Provenance**: Python {prov.get('python')}, {packages}; device {prov.get('device')}; code {commit}; {revisions}; "
+            f"examples sha256 `{str(prov.get('data_fingerprint'))[:16]}…`"]
 
 
 def _exec_lines(cfg: dict, tasks: list[str]) -> list[str]:
@@ -154,27 +180,29 @@ def _exec_lines(cfg: dict, tasks: list[str]) -> list[str]:
 def _phase_table(results: dict, run: dict) -> str:
     tasks, R = results["tasks"], run["scores"]["bleu"]
     curves = run.get("loss_curve", {})
-    header = ["Phase", "Task", "BLEU before → after", "Base BLEU", "Training time", "Samples/s", "Peak memory"]
-    header += ["Loss first → last"] if curves else []
+    L = run["scores"].get("loss")
+    header = ["Phase", "Task", "BLEU before → after", "Base BLEU"] + (["Held-out loss before → after"] if L else [])
+    header += ["Training time", "Samples/s", "Peak memory", "Peak above start"]
+    header += ["Training loss first → last"] if curves else []
     rows = []
     for stage, task in enumerate(run["stages"][1:], start=1):
-        if task in tasks:
-            before, after, base = (R[s][tasks.index(task)] for s in (stage - 1, stage, 0))
-        else:  # the joint baseline's one stage trains every task: their mean
-            before, after, base = (mean_ci95(R[s])[0] for s in (stage - 1, stage, 0))
+        cell = (lambda M, s: M[s][tasks.index(task)]) if task in tasks else (lambda M, s: mean_ci95(M[s])[0])  # joint: the mean
+        before, after, base = (cell(R, s) for s in (stage - 1, stage, 0))
         samples = run["train_samples_per_second"].get(task)
         reused = run.get("reused_stages", {}).get(task)  # identical training done once, by that method
-        row = [str(stage), task + (f" (from {reused})" if reused else ""), f"{_score(before)} → {_score(after)}", _score(base),
-               _seconds(run["train_seconds"].get(task)), "n/a" if samples is None else f"{samples:.1f}",
-               _bytes(run["peak_memory_bytes"].get(task))]
+        row = [str(stage), task + (f" (from {reused})" if reused else ""), f"{_score(before)} → {_score(after)}", _score(base)]
+        row += [f"{_score(cell(L, stage - 1))} → {_score(cell(L, stage))}"] if L else []
+        row += [_seconds(run["train_seconds"].get(task)), "n/a" if samples is None else f"{samples:.1f}",
+                _bytes(run["peak_memory_bytes"].get(task)), _bytes(run.get("peak_memory_above_start_bytes", {}).get(task))]
         if curves:
             curve = _losses(curves.get(task, []))
             row.append(f"{curve[0]:.4f} → {curve[-1]:.4f}" if curve else "n/a")
         rows.append(row)
     T = len(run["stages"]) - 1
     for task, value in run["forgetting"].items():
-        row = ["Final", f"{task} (retention)", f"{_score(R[T][tasks.index(task)])} (forgetting {_pct(value)})", "-", "-", "-", "-"]
-        rows.append(row + (["-"] if curves else []))
+        row = ["Final", f"{task} (retention)", f"{_score(R[T][tasks.index(task)])} (forgetting {_pct(value)})", "-"]
+        row += [f"{_score(L[T][tasks.index(task)])}"] if L else []
+        rows.append(row + ["-"] * 4 + (["-"] if curves else []))
     done = "" if is_complete(results, run) else f" — incomplete*: {T} of {len(tasks)} tasks trained"
     return f"### {_label(run)}{done}\n\n" + _table(header, rows)
 
@@ -196,7 +224,7 @@ def _detailed_matrix(results: dict) -> str:
     joint = any(is_joint(r) for r in results["runs"])  # a column for the joint stage, which trains once on every task
     header = (["Method", "Seed"] + [f"{t} BLEU" for t in tasks] + ["Avg BLEU"] + [f"Forgetting {t}" for t in forget_tasks]
               + ["BWT", "FWT", f"Trainable params ({' / '.join(tasks)})"] + ([f"Trainable params ({JOINT_STAGE} stage)"] if joint else [])
-              + ["Stored params", "Total time", "Peak memory", "Syntax pass", "Exact match"] + [f"{m} (avg)" for m in extra])
+              + ["Stored params", "Total time", "Peak memory", "Peak above start", "Syntax pass", "Exact match"] + [f"{m} (avg)" for m in extra])
     rows = []
     for run in results["runs"]:
         T, star = len(run["stages"]) - 1, _star(not is_complete(results, run))
@@ -204,11 +232,15 @@ def _detailed_matrix(results: dict) -> str:
         row += [_score(_final(run))] + [_pct(run["forgetting"].get(t)) for t in forget_tasks]
         row += [_score(run["bwt"]["bleu"]), _score(run["fwt"]["bleu"])]
         row += _trainable_cells(run, tasks, joint) + [_count(run["stored_parameters"])]
-        row += [_seconds(_total_seconds(run)), _bytes(_peak_memory(run)), _score(_final(run, "syntax_pass")), _score(_final(run, "exact_match"))]
+        row += [_seconds(_total_seconds(run)), _bytes(_peak_memory(run)), _bytes(_peak_memory(run, "peak_memory_above_start_bytes")),
+                _score(_final(run, "syntax_pass")), _score(_final(run, "exact_match"))]
         rows.append(row + [_score(_final(run, m)) for m in extra])
     note = ("Scores are at the last stage; Avg = mean over tasks. Forgetting = (R[i][i] − R[T][i]) / R[i][i] on BLEU "
             "(negative = improved). BWT/FWT on BLEU (Lopez-Paz & Ranzato 2017). `bleu_sentence_smoothed` is the "
-            "CodeXGLUE-style sentence-averaged smoothed BLEU-4.")
+            "CodeXGLUE-style sentence-averaged smoothed BLEU-4; `loss` is the held-out teacher-forced loss in nats per "
+            "token (lower is better). Peak memory is the process's peak during training (mostly its baseline: data, "
+            "base model); peak above start is that peak minus the level at the stage's start — what the method itself "
+            "needed (activations, gradients, optimizer state).")
     if joint:
         note += (f" The joint baseline trains one stage, `{JOINT_STAGE}`, on every task's data: its trainable parameters "
                  "are that stage's (- where a run has no such stage).")
@@ -287,15 +319,16 @@ def _seed_summary(results: dict) -> Optional[str]:
     return "\n\n".join([_table(header, rows), note, *matrices])
 
 
-def _comparisons(results: dict) -> str:
-    """Paired t-tests between every two finished methods on final average BLEU over shared seeds."""
-    finished = [(m, runs) for m, (runs, incomplete) in _groups(results).items() if not incomplete]
+def _comparisons(results: dict, metric: str = "bleu") -> str:
+    """Paired t-tests between every two finished methods on final average `metric` over shared seeds."""
+    finished = [(m, runs) for m, (runs, incomplete) in _groups(results).items()
+                if not incomplete and all(metric in r["final_average"] for r in runs)]
     if len(finished) < 2:
         return "Needs finished runs of at least two methods."
     rows = []
     for i, (a, runs_a) in enumerate(finished):
         for b, runs_b in finished[i + 1:]:
-            test = compare_methods(runs_a, runs_b)
+            test = compare_methods(runs_a, runs_b, metric)
             diff, half = test["mean_difference"], test["half_width"]
             if half is None:
                 rows.append([a, b, str(test["n"]), "n/a" if diff is None else f"{diff:+.4f}", "n/a", "n/a", "n/a", "needs ≥ 2 seeds"])
@@ -303,8 +336,11 @@ def _comparisons(results: dict) -> str:
             t = "±inf" if test["t"] is None else f"{test['t']:.2f}"
             rows.append([a, b, str(test["n"]), f"{diff:+.4f}", f"[{test['low']:+.4f}, {test['high']:+.4f}]", t,
                          f"{test['p_value']:.3g}", "yes" if test["significant"] else "no"])
-    note = ("Paired t-test over the seeds both methods finished (difference A − B of final average BLEU per seed; "
+    name = "BLEU" if metric == "bleu" else metric
+    note = (f"Paired t-test over the seeds both methods finished (difference A − B of final average {name} per seed; "
             "95% Student-t interval, n − 1 degrees of freedom; significant = p < 0.05, i.e. the interval excludes 0).")
+    if metric == "loss":
+        note += " On loss, lower is better: a negative difference means A fits the held-out references better."
     header = ["A", "B", "Seeds", "Mean difference A − B", "95% CI", "t", "p", "Significant"]
     return _table(header, rows) + "\n\n" + note
 
@@ -317,15 +353,51 @@ def _claims(results: dict) -> str:
     return _table(["Claim", "Study", "Tested here", "This run", "Verdict"], rows) + "\n\n" + note
 
 
-def render_report(results: dict, plot_files: Iterable[str] = ()) -> str:
-    """The whole report.md text for a validated results document."""
-    parts = [_header(results), "## Training phases", *(_phase_table(results, r) for r in results["runs"]),
+def _loss_section(results: dict) -> Optional[str]:
+    """The held-out loss: per method (mean ± 95% CI over seeds) base → after own stage → final per task,
+    final average, BWT and FWT on loss, then paired comparisons on final average loss."""
+    groups = {m: g for m, g in _groups(results).items() if all("loss" in r["scores"] for r in g[0])}
+    if not groups:
+        return None
+    tasks = results["tasks"]
+    header = ["Method", "Seeds"] + [f"{t}: base → own stage → final" for t in tasks] + ["Final avg loss", "BWT (loss)", "FWT (loss)"]
+    rows = []
+    for method, (runs, incomplete) in groups.items():
+        row = [method + _star(incomplete), str(len(runs))]
+        for j, task in enumerate(tasks):
+            own = [r["scores"]["loss"][r["stages"].index(task)][j] for r in runs if task in r["stages"]]
+            own = own or [r["scores"]["loss"][1][j] for r in runs if is_joint(r)]
+            base, final = ([r["scores"]["loss"][s][j] for r in runs] for s in (0, -1))
+            row.append(f"{_ci(base)} → {_ci(own)} → {_ci(final)}")
+        row += [_ci([_final(r, "loss") for r in runs]), _ci([r["bwt"].get("loss") for r in runs]), _ci([r["fwt"].get("loss") for r in runs])]
+        rows.append(row)
+    note = ("Teacher-forced cross-entropy of the reference code given its description, in nats per reference token "
+            "(end-of-sequence included, padding excluded), over each task's evaluation examples. **Lower is better**: "
+            "BWT (loss) > 0 means earlier tasks got worse after later stages (forgetting), FWT (loss) < 0 that a task "
+            "was already easier before its own stage (forward transfer). Cells: mean ± 95% CI over seeds.")
+    return "\n\n".join([_table(header, rows), note, "### Comparisons between methods (final average loss)", _comparisons(results, "loss")])
+
+
+def render_report(results: dict, plot_files: Iterable[str] = (), examples: Optional[str] = None) -> str:
+    """The whole report.md text for a validated results document (and `examples`, rendered from the
+    predictions files by `write_report`)."""
+    loss = _loss_section(results)
+    embedded = results["base_model"].get("name") == "embedded"
+    lead = ["## Held-out loss (nats per token, lower is better)",
+            "The embedded base is small and trained for minutes: its programs rarely run or parse, so BLEU, exact match and "
+            "syntax pass sit near their floor and differences between methods are mostly seed noise. The held-out loss "
+            "still separates the methods; read it first.", loss] if loss and embedded else []
+    parts = [_header(results), *lead, "## Training phases", *(_phase_table(results, r) for r in results["runs"]),
              "## Detailed performance matrix", _detailed_matrix(results)]
+    if loss and not embedded:
+        parts += ["## Held-out loss (nats per token, lower is better)", loss]
     seeds = _seed_summary(results)
     if seeds:
         parts += ["## Across seeds", seeds]
     parts += ["## Comparisons between methods (final average BLEU)", _comparisons(results),
               "## The study's claims", _claims(results)]
+    if examples:
+        parts += ["## Examples", examples]
     parts += ["## Rankings", _rankings(results), "## Score matrices",
               "Rows: the model after each stage (`base` = before any training); columns: the task evaluated.",
               *(_score_matrices(results, r) for r in results["runs"])]
@@ -337,12 +409,14 @@ def render_report(results: dict, plot_files: Iterable[str] = ()) -> str:
 
 def summary_table(results: dict) -> str:
     """A short fixed-width table for the console: one line per run."""
-    header = f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg BLEU':>15} {'forgetting':>11} {'stored params':>14} {'train time':>11}"
+    header = (f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg BLEU':>15} {'final avg loss':>15} {'forgetting':>11} "
+              f"{'stored params':>14} {'train time':>11}")
     lines = [header, "-" * len(header)]
     for run in results["runs"]:
         done = "joint" if is_joint(run) else f"{len(run['stages']) - 1}/{len(results['tasks'])}"  # joint: one stage on all tasks
         stages = f"{done}{_star(not is_complete(results, run))}"
-        lines.append(f"{run['method']:<14} {run['seed']:>6} {stages:>7} {_score(_final(run)):>15} {_pct(_mean_forgetting(run)):>11} "
+        lines.append(f"{run['method']:<14} {run['seed']:>6} {stages:>7} {_score(_final(run)):>15} {_score(_final(run, 'loss')):>15} "
+                     f"{_pct(_mean_forgetting(run)):>11} "
                      f"{_count(run['stored_parameters']):>14} {_seconds(_total_seconds(run)):>11}")
     return "\n".join(lines)
 
@@ -433,19 +507,20 @@ def _plot_score_vs_params(groups: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_across_stages(results: dict, groups: dict, path: Path) -> Path:
+def _plot_across_stages(results: dict, groups: dict, path: Path, metric: str = "bleu") -> Path:
     tasks = results["tasks"]
+    label = "BLEU" if metric == "bleu" else "held-out loss (nats/token, lower is better)" if metric == "loss" else metric
     fig = _figure(4.5 * len(tasks), 4)
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     stage_names = ["base", *tasks]
     for j, (ax, task) in enumerate(zip(axes, tasks)):
         for method, (runs, incomplete) in groups.items():
             longest = max(len(r["stages"]) for r in runs)
-            ys = [mean_ci95(r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"]))[0] for s in range(longest)]
+            ys = [mean_ci95(r["scores"][metric][s][j] for r in runs if s < len(r["stages"]))[0] for s in range(longest)]
             ax.plot(range(longest), [_nan(y) for y in ys], marker="o", label=method + _star(incomplete))
         ax.set_xticks(range(len(stage_names)), labels=[f"after {s}" for s in stage_names], rotation=30)
-        ax.set_title(f"BLEU on {task}")
-        ax.set_ylabel("BLEU")
+        ax.set_title(f"{'BLEU' if metric == 'bleu' else metric} on {task}")
+        ax.set_ylabel(label)
     axes[0].legend(fontsize="small")
     return _save(fig, path)
 
@@ -474,16 +549,73 @@ def _write_plots(results: dict, plots: Path) -> list[Path]:
     paths.append(_plot_final_scores(results, groups, plots / "final_scores.png"))
     paths.append(_plot_score_vs_params(groups, plots / "score_vs_params.png"))
     paths.append(_plot_across_stages(results, groups, plots / "bleu_across_stages.png"))
+    if all("loss" in r["scores"] for runs, _ in groups.values() for r in runs):
+        paths.append(_plot_across_stages(results, groups, plots / "loss_across_stages.png", "loss"))
     for stale in plots.glob("score_matrix_*.png"):  # methods or seeds no longer in results.json
         if stale not in paths:
             stale.unlink()
     return paths
 
 
+def _read_predictions(path: Path) -> dict[str, dict]:
+    import json
+
+    if not path.is_file():
+        return {}
+    lines = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a hand-edited or torn line: the report shows the rest
+        if isinstance(item, dict) and "id" in item:
+            lines[item["id"]] = item
+    return lines
+
+
+def _fence(code: str, limit: int = 600) -> str:
+    text = code if len(code) <= limit else code[:limit] + "\n… (cut here for the report)"
+    return "```\n" + text.replace("```", "`\u200b``") + "\n```"
+
+
+def render_examples(run_dir: Path, results: dict, per_task: int = 3) -> Optional[str]:
+    """A few evaluated examples per task, side by side: the description, the reference, the base's
+    output and each method's output after its last stage (its first seed), from the predictions files.
+    The examples are the ones with the shortest references (readable), ties by id."""
+    tasks, parts = results["tasks"], []
+    firsts = {}
+    for run in results["runs"]:
+        firsts.setdefault(run["method"], run)
+    for task in tasks:
+        base = _read_predictions(run_dir / "predictions" / "base" / f"{task}.jsonl")
+        if not base:
+            continue
+        chosen = sorted(base.values(), key=lambda x: (len(x.get("reference", "")), str(x["id"])))[:per_task]
+        outputs = {m: _read_predictions(run_dir / m / f"seed-{r['seed']}" / "predictions" / r["stages"][-1] / f"{task}.jsonl")
+                   for m, r in firsts.items() if len(r["stages"]) > 1}
+        for item in chosen:
+            lines = [f"### {task}: `{item['id']}`", f"**Description**: {item.get('source', '').strip()}", "**Reference**",
+                     _fence(item.get("reference", ""))]
+            for name, found in [("base", item), *((m, outputs[m].get(item["id"])) for m in outputs)]:
+                if found is None:
+                    continue
+                marks = [f"sentence BLEU {found.get('bleu_sentence', 0):.3f}", "parses" if found.get("syntax_ok") else "does not parse"]
+                marks += ["exact match"] if found.get("exact_match") else []
+                marks += ["cut at the token budget"] if found.get("truncated") else []
+                marks += [f"loss {found['loss']:.3f}"] if isinstance(found.get("loss"), (int, float)) else []
+                stage = "before training" if name == "base" else f"after {firsts[name]['stages'][-1]}, seed {firsts[name]['seed']}"
+                lines += [f"**{name}** ({stage}; {', '.join(marks)})", _fence(found.get("prediction", ""))]
+            parts.append("\n\n".join(lines))
+    if not parts:
+        return None
+    return ("Shortest references of each task's evaluation set; every prediction is in the run folder "
+            "(`predictions/base/<task>.jsonl`, `<method>/seed-<N>/predictions/<stage>/<task>.jsonl`).\n\n" + "\n\n".join(parts))
+
+
 def write_report(run_dir: str | os.PathLike) -> Path:
-    """Rewrite `run_dir/report.md` and `run_dir/plots/*.png` from `run_dir/results.json` (only);
-    CheckpointError naming the file when it is missing or corrupted. Returns the report's path."""
+    """Rewrite `run_dir/report.md` and `run_dir/plots/*.png` from `run_dir/results.json` and the saved
+    predictions; CheckpointError naming the file when results.json is missing or corrupted. Returns the report's path."""
     run_dir = Path(run_dir)
     results = load_results(run_dir / "results.json")
     plots = _write_plots(results, run_dir / "plots")
-    return write_text(run_dir / "report.md", render_report(results, [p.name for p in plots]))
+    return write_text(run_dir / "report.md", render_report(results, [p.name for p in plots], render_examples(run_dir, results)))
