@@ -9,6 +9,7 @@ then for each task: add its modules, train them, save them, evaluate every task.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,8 +162,6 @@ def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, T
                                                       progress, f"{desc} exec {language}")
             rows.setdefault(EXEC_METRIC, []).append(executor.pass_at_1(language, generate, stage=desc))
     if any(truncated):
-        import sys
-
         cuts = ", ".join(f"{t} {n}/{len(tasks[t].eval_sources)}" for t, n in zip(tasks, truncated) if n)
         print(f"warning: {desc}: generation stopped at eval.max_new_tokens={cfg.eval.max_new_tokens} before end-of-sequence for {cuts}; "
               f"those outputs are cut (predictions field `truncated`) — raise eval.max_new_tokens to score whole programs", file=sys.stderr)
@@ -209,6 +208,11 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
         torch.set_num_threads(cfg.train.num_threads)
     device = dist.device
     log = EventLog(out / "events.jsonl") if dist.is_main else NoLog()
+    from codecl.hardware import check_bf16
+
+    for warning in check_bf16(cfg, device) if dist.is_main else []:  # e.g. bf16 on a CPU without bf16 matrix units
+        print(warning, file=sys.stderr)
+        log({"event": "warning", "message": warning})
     distributed.print_notes(dist)
     if dist.is_distributed:
         log({"event": "distributed", "processes": dist.world_size, "device": str(device), "mixed_precision": dist.mixed_precision})

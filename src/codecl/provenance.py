@@ -74,14 +74,14 @@ def data_fingerprint(examples) -> str:
 def collect_provenance(cfg, device: torch.device, data_fingerprint_: str) -> dict:
     """The `provenance` object of results.json."""
     model_revision = getattr(cfg.model, "revision", None)
-    data_revision = getattr(cfg.data, "hub_revision", None) if cfg.data.source == "hub" else None
+    data_revision = getattr(cfg.data, "hub_revision", None) if cfg.data.source == "hub" else None  # local / embedded data: none
     return {
         "python": platform.python_version(),
         "packages": package_versions(),
         "platform": platform.platform(),
         "device": device_name(device),
         "git_commit": git_commit(),
-        "model_revision": model_revision if cfg.model.name != "embedded" else None,
+        "model_revision": model_revision if cfg.model.name != "embedded" and not Path(cfg.model.name).is_dir() else None,  # a folder has no revision
         "data_revision": data_revision,
         "data_fingerprint": data_fingerprint_,
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codecl.data.records import find_data_files, read_records
+from codecl.data.records import find_data_files, read_hub_records, read_records
 from codecl.errors import ConfigError, DataError
 from helpers import write_jsonl
 
@@ -84,3 +84,20 @@ def test_hub_loader_offline_says_what_to_use_instead(tmp_path):
     assert len(message.splitlines()) == 1, done.stdout + done.stderr
     assert "cannot load hub dataset 'claudios/code_search_net' (python, valid): offline mode is set" in message
     assert "use data.source=local with data.path=" in message and "data.source=embedded" in message
+
+
+def test_hub_loader_passes_the_revision(monkeypatch):
+    """data.hub_revision reaches `datasets.load_dataset(..., revision=...)`; no revision, no keyword."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load(name, config, split, **kwargs):
+        calls.append((name, config, split, kwargs))
+        return [{"func_code_string": "def f():\n    pass", "func_documentation_string": "Doc."}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    rows = list(read_hub_records("google/code_x_glue_ct_code_to_text", "python", "valid", revision="2678080e"))
+    list(read_hub_records("claudios/code_search_net", "python", "test"))
+    assert calls == [("google/code_x_glue_ct_code_to_text", "python", "validation", {"revision": "2678080e"}),
+                     ("claudios/code_search_net", "python", "test", {})]
+    assert rows[0].fields["code"].startswith("def f") and rows[0].origin.startswith("hub:google/")

@@ -127,10 +127,27 @@ def test_embedded_corpus_is_built_once_and_rebuilt_when_sources_change(tmp_path,
 
 
 def test_hub_source_offline_is_a_data_error(monkeypatch):
-    def offline(dataset, language, split):
+    def offline(dataset, language, split, revision=None):
         raise DataError(f"cannot load hub dataset {dataset!r} ({language}, {split}): offline; use data.source=local")
         yield  # pragma: no cover
 
     monkeypatch.setattr(tasks, "read_hub_records", offline)
     with pytest.raises(DataError, match="cannot load hub dataset 'claudios/code_search_net' \\(python, train\\)"):
         load_pairs(DataConfig(source="hub"), "python", "valid")  # valid needs train first (deduplication)
+
+
+def test_hub_revision_reaches_the_hub_reader(monkeypatch):
+    """data.hub_revision is handed to the hub reader (and so to `load_dataset(revision=...)`)."""
+    seen = []
+
+    def hub(dataset, language, split, revision=None):
+        from codecl.data.records import Record
+
+        seen.append((dataset, split, revision))
+        for i in range(3):
+            yield Record(record(i if split == "train" else 100 + i), f"hub:{dataset}/{language}/{split}", i + 1)
+
+    monkeypatch.setattr(tasks, "read_hub_records", hub)
+    cfg = DataConfig(source="hub", hub_dataset="google/code_x_glue_ct_code_to_text", hub_revision="2678080e")
+    assert len(load_pairs(cfg, "python", "valid")) == 3
+    assert seen and all(rev == "2678080e" for _, _, rev in seen)

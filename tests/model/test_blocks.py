@@ -78,3 +78,29 @@ def test_float32_block_trains_inside_a_bfloat16_base(stack):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
     out = cm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
     assert out.shape[0] == 2
+
+
+@pytest.mark.parametrize("stack,position", [("encoder", 1), ("decoder", 2)])
+def test_block_keeps_the_stack_outputs_with_attentions(stack, position):
+    """`output_attentions=True` changes T5Block's output layout in transformers 4.x (weights between
+    the biases); the hook keeps the neighbour's layout, so biases and attention lists stay right."""
+    model, _ = make_base(tiny_config())
+    x, y = torch.randint(3, 90, (2, 9)), torch.randint(3, 90, (2, 6))
+    with torch.no_grad():
+        ref = model(input_ids=x, labels=y, output_attentions=True)
+    slot = BlockSlot(model, stack, position)
+    slot.block = new_block(model, stack, position, "identity").eval()
+    with torch.no_grad():
+        out = model(input_ids=x, labels=y, output_attentions=True)
+    assert torch.allclose(out.logits, ref.logits, atol=1e-5)
+    for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):  # (empty where the attention kernel keeps none)
+        assert len(getattr(out, name) or ()) == len(getattr(ref, name) or ())
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(getattr(out, name) or (), getattr(ref, name) or ()))
+
+
+def test_unexpected_block_output_is_a_clear_error():
+    model, _ = make_base(tiny_config())
+    slot = BlockSlot(model, "encoder", 1)
+    slot.block = new_block(model, "encoder", 1, "identity")
+    with pytest.raises(RuntimeError, match="T5Block returned 1 outputs .*not supported here"):
+        slot._hook(None, (torch.zeros(1, 2, 32),), {}, (torch.zeros(1, 2, 32),))

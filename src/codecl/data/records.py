@@ -182,9 +182,10 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def read_hub_records(dataset: str, language: str, split: str) -> Iterator[Record]:
+def read_hub_records(dataset: str, language: str, split: str, revision: str | None = None) -> Iterator[Record]:
     """Records of a Hugging Face dataset (e.g. `claudios/code_search_net` or
-    `google/code_x_glue_ct_code_to_text`) for one language config and split.
+    `google/code_x_glue_ct_code_to_text`) for one language config and split, at `revision`
+    (data.hub_revision: a commit hash, tag or branch; None = the latest).
 
     Offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, or no connection) and not cached -> DataError.
     """
@@ -195,7 +196,8 @@ def read_hub_records(dataset: str, language: str, split: str) -> Iterator[Record
     try:
         import datasets
 
-        rows = datasets.load_dataset(dataset, language, split=_HUB_SPLITS[split])
+        pinned = {"revision": revision} if revision else {}
+        rows = datasets.load_dataset(dataset, language, split=_HUB_SPLITS[split], **pinned)
     except ImportError as exc:
         raise DataError(f"data.source=hub needs the `datasets` package ({exc}); {_OFFLINE_HINT}") from None
     except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
@@ -205,7 +207,8 @@ def read_hub_records(dataset: str, language: str, split: str) -> Iterator[Record
             why = f"the hub cannot be reached (no network?): {_first_line(exc)}"
         else:
             why = f"{type(exc).__name__}: {_first_line(exc)}"
-        raise DataError(f"cannot load hub dataset {dataset!r} ({language}, {split}): {why}; {_OFFLINE_HINT}") from None
+        at = f" at revision {revision}" if revision else ""
+        raise DataError(f"cannot load hub dataset {dataset!r}{at} ({language}, {split}): {why}; {_OFFLINE_HINT}") from None
     origin = f"hub:{dataset}/{language}/{split}"
     for i, row in enumerate(rows, 1):
         yield Record({_HUB_FIELDS.get(k, k): v for k, v in row.items()}, origin, i)

@@ -114,7 +114,7 @@ def clear_cache() -> None:
 
 def _language_data(data_cfg: DataConfig, language: str) -> _LanguageData:
     get_language(language)
-    key = (data_cfg.source, data_cfg.path, data_cfg.hub_dataset, tuple(data_cfg.extra_sources), language)
+    key = (data_cfg.source, data_cfg.path, data_cfg.hub_dataset, data_cfg.hub_revision, tuple(data_cfg.extra_sources), language)
     if key in _LOADED:
         return _LOADED[key]
     if data_cfg.source == "embedded":
@@ -124,7 +124,9 @@ def _language_data(data_cfg: DataConfig, language: str) -> _LanguageData:
         path = Path(data_cfg.path).expanduser()
         data = _LanguageData(language, _local_reader(path, language), str(path))
     else:
-        data = _LanguageData(language, lambda split: read_hub_records(data_cfg.hub_dataset, language, split), f"hub:{data_cfg.hub_dataset}")
+        at = f"@{data_cfg.hub_revision}" if data_cfg.hub_revision else ""
+        data = _LanguageData(language, lambda split: read_hub_records(data_cfg.hub_dataset, language, split, data_cfg.hub_revision),
+                             f"hub:{data_cfg.hub_dataset}{at}")
     _LOADED[key] = data
     return data
 
