@@ -49,3 +49,4 @@ def test_truncation_is_counted_not_silent():
     enc = encode_pairs(Tok(), ["a b c d e f g h i j", "a b"], ["x " * 20, "y"], max_source_tokens=8, max_target_tokens=8)
     assert (enc.truncated_sources, enc.truncated_targets) == (1, 1)
     assert len(enc.source_ids[0]) == 8 and enc.source_ids[0][-1] == 1 and enc.target_ids[1] == [5, 1]
+    assert enc.target_ids[0] == [5] * 8  # a cut code gets no </s> (tests/data/test_batching.py)

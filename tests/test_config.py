@@ -25,6 +25,29 @@ def test_presets_are_the_three_spec_names():
     assert paper.method.lora.target_modules == ("q", "k", "v", "o", "wi", "wo") and paper.method.block.position == 6
 
 
+def test_seed_paper_pins_its_hub_revisions_and_covers_its_targets():
+    """Reproducible inputs (a 40-hex commit for the model and for the data) and a generation budget
+    that can reproduce every 512-token reference."""
+    import re
+
+    paper = load_config("seed-paper")
+    assert re.fullmatch(r"[0-9a-f]{40}", paper.model.revision)
+    assert paper.data.source == "hub" and re.fullmatch(r"[0-9a-f]{40}", paper.data.hub_revision)
+    assert paper.data.max_target_tokens == 512 and paper.eval.max_new_tokens >= paper.data.max_target_tokens
+    # a local copy may keep the data pin (ignored there); `null` unpins
+    local = load_config("seed-paper", overrides=["data.source=local", "data.path=/tmp/csn", "model.revision=null"])
+    assert local.model.revision is None and local.data.hub_revision == paper.data.hub_revision
+
+
+def test_revisions_are_validated():
+    cfg = load_config("smoke", overrides=["model.revision=v1.0", "data.hub_revision=main"])
+    assert (cfg.model.revision, cfg.data.hub_revision) == ("v1.0", "main")
+    assert load_config("smoke").model.revision is None and load_config("smoke").data.hub_revision is None
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", overrides=["model.revision=a b", "data.hub_revision="])
+    assert "model.revision must be a commit hash" in str(err.value) and "data.hub_revision must be a commit hash" in str(err.value)
+
+
 def test_dotted_overrides_and_top_level_flags():
     cfg = load_config("smoke", overrides=["train.epochs=3", "method.lora.target_modules=[q,v]", "data.max_train_examples=null"], tasks=["javascript"])
     assert cfg.train.epochs == 3 and cfg.method.lora.target_modules == ("q", "v") and cfg.data.max_train_examples is None

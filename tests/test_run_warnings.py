@@ -15,6 +15,9 @@ def cache(tmp_path_factory):
         mp.setenv("CODECL_CACHE", str(tmp_path_factory.mktemp("cache")))
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)  # in-process runs set Accelerate's process-wide state; later tests set their own
 
 
 def _run(tmp_path, *overrides):

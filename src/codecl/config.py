@@ -42,6 +42,12 @@ class _Checks:
             raise ConfigError("; ".join(self.errors))
 
 
+def _check_revision(c: _Checks, name: str, value: str | None) -> None:
+    """A hub revision: None, or a non-empty commit hash / tag / branch without spaces."""
+    c.require(value is None or (bool(value) and not any(ch.isspace() for ch in value)), name,
+              f"must be a commit hash, tag or branch (no spaces) or null, got {value!r}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "embedded"
@@ -52,16 +58,21 @@ class DataConfig:
     `<lang>/<split>.jsonl` layout). For `embedded`: where to cache the built corpus (default: the user cache)."""
     hub_dataset: str = "claudios/code_search_net"
     """Hub dataset id for `source: hub` (needs a network)."""
+    hub_revision: str | None = None
+    """For `source: hub`: the dataset repository's revision (a commit hash, tag or branch) passed to
+    `datasets.load_dataset(..., revision=...)`, so a rerun reads the same data; None = the latest
+    `main`. Ignored for `local` and `embedded` data. Quote a hash in YAML (`"2678080e..."`)."""
     extra_sources: tuple[str, ...] = ()
     """Extra source folders for the embedded corpus builder (`--source`)."""
     max_train_examples: int | None = None
     """Cap on training pairs per task after cleaning (None = all)."""
     max_valid_examples: int | None = None
-    """Cap on validation pairs per task used for evaluation (None = the whole split)."""
+    """Cap on evaluation pairs per task (of `eval.split`, valid or test; None = the whole split)."""
     max_source_tokens: int = 64
     """Truncate the description (model input) to this many tokens; truncations are counted."""
     max_target_tokens: int = 256
-    """Truncate the reference code (labels) to this many tokens; truncations are counted."""
+    """Truncate the reference code (labels) to this many tokens; truncations are counted. A cut code
+    gets no end-of-sequence label (its labels just stop), so </s> is taught only at real ends."""
     max_target_lines: int | None = None
     """Drop functions longer than this many lines before capping (None = keep all)."""
 
@@ -74,6 +85,7 @@ class DataConfig:
             c.require(v is None or v > 0, name, f"must be positive or null, got {v}")
         for name in ("max_source_tokens", "max_target_tokens"):
             c.require(8 <= getattr(self, name) <= 4096, name, f"must be in [8, 4096], got {getattr(self, name)}")
+        _check_revision(c, "hub_revision", self.hub_revision)
         c.raise_if_any()
 
 
@@ -90,11 +102,19 @@ class EmbeddedModelConfig:
     vocab_size: int = 4096
     """Byte-level BPE vocabulary size, including T5's specials and 100 sentinels."""
     pretrain_steps: int = 600
-    """Span-corruption optimisation steps (bounded budget)."""
+    """Pretraining optimisation steps: the budget (steps, not minutes, so a base is reproducible; a run
+    of N steps is exactly the first N steps of a longer one, and `bench/pretrain_curve.py` gives the
+    scores and idle-machine minutes of every budget from one run)."""
     pretrain_batch_size: int = 32
     """Pretraining batch size."""
     pretrain_lr: float = 2e-3
-    """Pretraining AdamW learning rate (linear warm-up then decay)."""
+    """Pretraining AdamW peak learning rate: linear warm-up over `pretrain_warmup_steps`, then
+    decay as 1/sqrt(step) (T5's schedule; it does not depend on `pretrain_steps`)."""
+    pretrain_warmup_steps: int = 50
+    """Linear learning-rate warm-up steps of pretraining."""
+    pretrain_dropout: float = 0.0
+    """Dropout while pretraining (T5 v1.1 turned it off: a base this small and briefly trained
+    underfits); the saved base keeps dropout_rate 0.1 for the tasks' training."""
     max_pretrain_examples: int | None = 6000
     """Cap on corpus texts used to train the tokenizer and the model."""
     prefix_lm_fraction: float = 0.5
@@ -113,6 +133,8 @@ class EmbeddedModelConfig:
         c.require(self.vocab_size >= 512, "vocab_size", f"must be >= 512, got {self.vocab_size}")
         c.require(self.pretrain_steps >= 0, "pretrain_steps", "must be >= 0")
         c.require(0 < self.pretrain_lr < 1, "pretrain_lr", "must be in (0, 1)")
+        c.require(self.pretrain_warmup_steps >= 1, "pretrain_warmup_steps", f"must be >= 1, got {self.pretrain_warmup_steps}")
+        c.require(0 <= self.pretrain_dropout < 1, "pretrain_dropout", f"must be in [0, 1), got {self.pretrain_dropout}")
         c.require(0 <= self.prefix_lm_fraction <= 1, "prefix_lm_fraction", f"must be in [0, 1], got {self.prefix_lm_fraction}")
         c.require(0 <= self.bimodal_fraction <= 1, "bimodal_fraction", f"must be in [0, 1], got {self.bimodal_fraction}")
         c.raise_if_any()
@@ -127,10 +149,23 @@ class ModelConfig:
     """Shape and pretraining budget of the embedded base."""
     frozen_dtype: str = "float32"
     """dtype of the frozen base weights: float32 or bfloat16 (trainable modules stay float32)."""
+    revision: str | None = None
+    """For a hub id in `name`: the model repository's revision (a commit hash, tag or branch) passed to
+    `from_pretrained(..., revision=...)` for the weights and the tokenizer, so a rerun loads the same
+    base; None = the latest `main`. Ignored for `embedded` and for a local folder. Quote a hash in YAML."""
+    prompt_template: str = "Description: {description}\nCode:\n"
+    """Decoder-only (causal LM) bases only: the prompt the model continues with the code; `{description}`
+    is replaced by the description (cut to data.max_source_tokens tokens first). The code follows it,
+    then end-of-sequence; the loss is on the code's tokens only (`codecl.model.causal`). Ignored for T5."""
+    chat_template: bool = False
+    """Decoder-only bases only: wrap the prompt as a user message with the tokenizer's chat template
+    (`apply_chat_template`, generation prompt added), for instruct models."""
 
     def __post_init__(self):
         c = _Checks("model.")
         c.require(bool(self.name), "name", "must not be empty")
+        c.require("{description}" in self.prompt_template, "prompt_template", f"must contain {{description}}, got {self.prompt_template!r}")
+        _check_revision(c, "revision", self.revision)
         c.require(self.frozen_dtype in ("float32", "bfloat16"), "frozen_dtype", f"must be float32 or bfloat16, got {self.frozen_dtype!r}")
         c.raise_if_any()
 
@@ -145,8 +180,11 @@ class LoraConfig:
     """LoRA scaling alpha (scale = alpha / r)."""
     dropout: float = 0.1
     """Dropout on the LoRA input."""
-    target_modules: tuple[str, ...] = ("q", "k", "v", "o", "wi", "wo")
-    """Linear layers of T5's original blocks that get LoRA (T5 v1.0 / CodeT5 use `wi`, not `wi_0/wi_1`)."""
+    target_modules: tuple[str, ...] = ()
+    """Last names of the linear layers that get LoRA; empty = the base family's default, every attention
+    and MLP projection (`codecl.model.causal.default_lora_targets`): T5 `q,k,v,o,wi,wo` (T5 v1.0 / CodeT5
+    use `wi`, not `wi_0/wi_1`), Llama/Qwen2/Mistral `q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj`,
+    GPT-2 `c_attn,c_proj,c_fc` (Conv1D: fan_in_fan_out), StarCoder2 `q_proj,k_proj,v_proj,o_proj,c_fc,c_proj`."""
 
     def __post_init__(self):
         c = _Checks("method.lora.")
@@ -156,14 +194,14 @@ class LoraConfig:
             c.require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
         c.require(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
         c.require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
-        c.require(len(self.target_modules) > 0, "target_modules", "must name at least one module")
         c.raise_if_any()
 
 
 @dataclass(frozen=True)
 class BlockConfig:
     stack: str = "encoder"
-    """Which stack gets the inserted block: encoder or decoder."""
+    """Which stack gets the inserted block: encoder or decoder, or auto (the encoder of a T5 base, the
+    decoder of a decoder-only base, which has no encoder: `encoder` is an error there)."""
     position: int = -1
     """Insert after this layer (1-based; -1 = after the top layer, the study's "after layer 6")."""
     init: str = "identity"
@@ -176,7 +214,7 @@ class BlockConfig:
     def __post_init__(self):
         c = _Checks("method.block.")
         c.require(self.shared_after_first in ("train", "freeze"), "shared_after_first", f"must be train or freeze, got {self.shared_after_first!r}")
-        c.require(self.stack in ("encoder", "decoder"), "stack", f"must be encoder or decoder, got {self.stack!r}")
+        c.require(self.stack in ("encoder", "decoder", "auto"), "stack", f"must be encoder, decoder or auto, got {self.stack!r}")
         c.require(self.position == -1 or self.position >= 1, "position", f"must be -1 (top) or >= 1 (after that layer; block 0 holds T5's relative position bias), got {self.position}")
         c.require(self.init in ("identity", "copy", "random"), "init", f"must be identity, copy or random, got {self.init!r}")
         c.raise_if_any()
@@ -296,6 +334,10 @@ class TrainConfig:
     num_threads: int = 0
     """torch CPU threads for the whole run (0 = torch's default, one per core). On a machine whose
     cores other jobs share, 1 is often several times faster than the default (see bench/RESULTS.md)."""
+    gradient_checkpointing: bool = False
+    """Recompute the base's layer activations in the backward pass instead of keeping them
+    (`gradient_checkpointing_enable`, use_reentrant=False; inserted blocks are checkpointed with the
+    layer they follow): less activation memory for large bases, about a third more compute."""
 
     def __post_init__(self):
         c = _Checks("train.")
@@ -314,10 +356,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    split: str = "valid"
-    """Split evaluated after every stage: valid or test."""
+    split: str = "test"
+    """Split evaluated after every stage: test (what results report; every shipped preset) or valid
+    (for tuning settings: choose them on valid, then report once on test)."""
     max_new_tokens: int = 128
-    """Generation budget per example."""
+    """Generation budget per example. Below `data.max_target_tokens`, references longer than the
+    budget cannot be reproduced (such predictions are marked `truncated`)."""
     num_beams: int = 1
     """1 = greedy decoding (the default); > 1 = beam search."""
     batch_size: int = 32

@@ -119,7 +119,7 @@ def _header(results: dict) -> str:
         f"- **Training**: AdamW lr {_cfg(cfg, 'train.lr')}, batch {_cfg(cfg, 'train.batch_size')}, "
         f"epochs per task {_cfg(cfg, 'train.epochs')}, gradient clip {_cfg(cfg, 'train.grad_clip')}",
         f"- **LoRA**: r={_cfg(cfg, 'method.lora.rank')}, alpha={_cfg(cfg, 'method.lora.alpha')}, "
-        f"dropout={_cfg(cfg, 'method.lora.dropout')}, on {_cfg(cfg, 'method.lora.target_modules')}",
+        f"dropout={_cfg(cfg, 'method.lora.dropout')}, on {_cfg(cfg, 'method.lora.target_modules') or 'the model family’s attention and MLP projections'}",
         f"- **Inserted block**: {_cfg(cfg, 'method.block.stack')} stack, position {_cfg(cfg, 'method.block.position')}, "
         f"init {_cfg(cfg, 'method.block.init')}; hybrid_shared's shared block "
         f"{'frozen after the first task' if _cfg(cfg, 'method.block.shared_after_first') == 'freeze' else 'trained with every task'}",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from codecl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from codecl.data.batching import EncodedPairs, bucketed_batches, pad_batch
+from codecl.data.batching import IGNORE_INDEX, EncodedPairs, bucketed_batches, pad_batch
 from codecl.distributed import Distributed, current
 from codecl.errors import DivergenceError
 from codecl.memory import PeakMemory
@@ -76,6 +76,8 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **optimizer_options(device))
     lengths = data.lengths()
+    # Tokens that carry loss per example (a decoder-only prompt's -100 labels carry none): ranks' weights.
+    label_tokens = [sum(t != IGNORE_INDEX for t in ids) for ids in data.target_ids] if dist.is_distributed else None
     epochs = [bucketed_batches(lengths, cfg.batch_size, seed + epoch) for epoch in range(cfg.epochs)]
     total_steps = sum(len(b) for b in epochs)
     pos = {"epoch": 0, "batch": 0, "step": 0, "skipped": 0, "consecutive": 0, "samples": 0, "seconds": 0.0, "curve": [], "window": []}
@@ -97,7 +99,7 @@ def train_task(model, data: EncodedPairs, cfg, pad_id: int, device: torch.device
         first = pos["batch"] if epoch == pos["epoch"] else 0
         for b in range(first, len(epochs[epoch])):
             batch_ids = epochs[epoch][b]
-            mine, weight = dist.split_batch(batch_ids, [len(data.target_ids[i]) for i in batch_ids])  # one process: all, 1.0
+            mine, weight = dist.split_batch(batch_ids, [label_tokens[i] for i in batch_ids] if label_tokens else [])  # one process: all, 1.0
             batch = pad_batch([data.source_ids[i] for i in mine], [data.target_ids[i] for i in mine], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with dist.autocast():

@@ -18,7 +18,9 @@ IGNORE_INDEX = -100  # label positions ignored by the cross-entropy loss
 @dataclass
 class EncodedPairs:
     source_ids: list[list[int]]
+    """Model inputs: the descriptions (T5), or prompt + code of a decoder-only base (`codecl.model.causal`)."""
     target_ids: list[list[int]]
+    """Labels: the codes (T5), or a decoder-only base's prompt + code with the prompt's positions -100."""
     truncated_sources: int
     """How many descriptions were cut to max_source_tokens."""
     truncated_targets: int
@@ -31,21 +33,45 @@ class EncodedPairs:
         return [len(s) + len(t) for s, t in zip(self.source_ids, self.target_ids)]
 
 
-def _truncate(rows: list[list[int]], limit: int, eos_id: int) -> tuple[list[list[int]], int]:
-    """Cut to `limit` tokens keeping the final </s>; returns the rows and how many were cut."""
+def _truncate(rows: list[list[int]], limit: int, eos_id: int | None) -> tuple[list[list[int]], int]:
+    """Cut rows (each ending with </s>) longer than `limit` tokens; returns the rows and how many were cut.
+
+    With `eos_id` (sources) a cut row keeps a final </s> (`ids[:limit - 1] + [</s>]`): the encoder
+    reads it as the end of its input. With `eos_id=None` (targets) a cut row is just `ids[:limit]`,
+    no </s>: its labels stop there, so the decoder is taught </s> only where a function really ends,
+    never at a cut point (where it would learn to stop writing mid-function)."""
     out, cut = [], 0
     for ids in rows:
         if len(ids) > limit:
-            ids, cut = ids[: limit - 1] + [eos_id], cut + 1
+            ids, cut = ids[: limit - 1] + [eos_id] if eos_id is not None else ids[:limit], cut + 1
         out.append(ids)
     return out, cut
 
 
+def truncate_source(rows: list[list[int]], limit: int, eos_id: int) -> tuple[list[list[int]], int]:
+    """Model inputs: a cut row keeps its final </s>."""
+    return _truncate(rows, limit, eos_id)
+
+
+def truncate_target(rows: list[list[int]], limit: int) -> tuple[list[list[int]], int]:
+    """Labels: a cut row gets no </s> (only an uncut row ends with its one </s>)."""
+    return _truncate(rows, limit, None)
+
+
 def encode_pairs(tokenizer, sources: list[str], targets: list[str], max_source_tokens: int, max_target_tokens: int) -> EncodedPairs:
-    """Tokenize (description -> code) pairs; truncation is counted, never silent."""
+    """Tokenize (description -> code) pairs; truncation is counted, never silent. A description cut
+    to `max_source_tokens` keeps its </s>; a code cut to `max_target_tokens` ends without one.
+
+    A decoder-only base's tokenizer (it carries a prompt format, `codecl.model.causal`) gets causal-LM
+    pairs instead: `source_ids` = prompt + code, `target_ids` = the same with the prompt masked (-100),
+    which `pad_batch` turns into an ordinary causal-LM batch."""
+    from codecl.model.causal import encode_causal_pairs, prompt_format
+
+    if (fmt := prompt_format(tokenizer)) is not None:
+        return encode_causal_pairs(tokenizer, fmt, sources, targets, max_source_tokens, max_target_tokens)
     eos = tokenizer.eos_token_id
-    src, cut_src = _truncate(tokenizer(list(sources))["input_ids"], max_source_tokens, eos)
-    tgt, cut_tgt = _truncate(tokenizer(list(targets))["input_ids"], max_target_tokens, eos)
+    src, cut_src = truncate_source(tokenizer(list(sources))["input_ids"], max_source_tokens, eos)
+    tgt, cut_tgt = truncate_target(tokenizer(list(targets))["input_ids"], max_target_tokens)
     return EncodedPairs(src, tgt, cut_src, cut_tgt)
 
 

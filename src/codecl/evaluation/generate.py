@@ -33,7 +33,11 @@ def generate_with_flags(model, tokenizer, sources: list[str], max_source_tokens:
     `truncated` means decoding stopped at `eval_cfg.max_new_tokens` without end-of-sequence."""
     from tqdm.auto import tqdm
 
+    from codecl.model.causal import generate_with_flags as causal_generate, prompt_format
+
     dist = dist or current()
+    if (fmt := prompt_format(tokenizer)) is not None:  # a decoder-only base: left-padded prompts, new tokens only
+        return causal_generate(model, tokenizer, fmt, sources, max_source_tokens, eval_cfg, device, progress, desc, dist)
     eos = tokenizer.eos_token_id
     encoded = [ids[: max_source_tokens - 1] + [eos] if len(ids) > max_source_tokens else ids for ids in tokenizer(list(sources))["input_ids"]]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch

@@ -22,7 +22,8 @@ def per_example_losses(model, data: EncodedPairs, pad_id: int, batch_size: int, 
                        dist: Distributed | None = None) -> list[tuple[float, int]]:
     """`(summed nats, label tokens)` of every example, in input order."""
     dist = dist or current()
-    order = sorted(range(len(data)), key=lambda i: data.lengths()[i])
+    lengths = data.lengths()
+    order = sorted(range(len(data)), key=lambda i: lengths[i])
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     out: list[tuple[float, int]] = [(0.0, 0)] * len(data)
     model.eval()

@@ -26,7 +26,7 @@ from codecl.data.batching import EncodedPairs
 from codecl.methods.mixing import Stage, concat_pairs
 from codecl.methods.registry import METHODS, MethodSpec
 from codecl.model.base import BaseInfo
-from codecl.model.blocks import BlockSlot, new_block
+from codecl.model.causal_blocks import make_block, make_slot
 
 SHARED = "shared"
 
@@ -42,7 +42,8 @@ class ContinualModel(nn.Module):
         self.tasks: list[str] = []
         self.active: str | None = None
         block_cfg = method_cfg.block
-        self.slot = BlockSlot(base, block_cfg.stack, block_cfg.position) if self.spec.block else None
+        # T5: a block in the encoder or decoder stack; a decoder-only LM: a decoder layer (codecl.model.causal_blocks).
+        self.slot = make_slot(base, block_cfg) if self.spec.block else None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -78,7 +79,7 @@ class ContinualModel(nn.Module):
             c = self.method_cfg.block
             device = next(self.base.parameters()).device
             # Every block takes the same decoder cache slot: only one is active at a time.
-            self.blocks[key] = new_block(self.base, c.stack, c.position, c.init).to(device)
+            self.blocks[key] = make_block(self.base, c).to(device)
         self.tasks.append(task)
 
     def activate(self, task: str | None) -> None:
@@ -172,7 +173,7 @@ class ContinualModel(nn.Module):
             block_cfg = self.method_cfg.block
             state = {k: v.detach().cpu().contiguous() for k, v in self.blocks[key].state_dict().items()}
             atomic_write(folder / "block.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-            write_json(folder / "block.json", {"key": key, "stack": block_cfg.stack, "position": block_cfg.position,
+            write_json(folder / "block.json", {"key": key, "stack": self.slot.stack, "position": block_cfg.position,
                                                "init": block_cfg.init, "parameters": sum(v.numel() for v in state.values())})
         write_json(folder / "module.json", {"codecl_version": __version__, "method": self.spec.name, "task": task,
                                             "base_model": self.base_info.as_dict(), **(extra or {})})
@@ -213,16 +214,25 @@ class ContinualModel(nn.Module):
 
 
 def lora_config(method_cfg, base_info: BaseInfo, model: nn.Module):
-    """The PEFT LoraConfig of `method.lora` (T5 seq2seq, recording the base's path); a `match_block`
-    rank is resolved against `model`, the base the adapter goes on (`codecl.methods.rank`)."""
+    """The PEFT LoraConfig of `method.lora` (recording the base's path) for `model`, the base the adapter
+    goes on: its kind (T5 seq2seq or causal LM), its family's default targets when `target_modules` is
+    empty (`codecl.model.causal.default_lora_targets`; GPT-2's Conv1D layers get fan_in_fan_out), and a
+    `match_block` rank resolved against it (`codecl.methods.rank`)."""
     from peft import LoraConfig, TaskType
 
+    from codecl.errors import ConfigError
     from codecl.methods.rank import resolve_lora_rank
+    from codecl.model.causal import default_lora_targets, is_causal, linear_modules, resolve_lora_targets, uses_conv1d
 
     c = method_cfg.lora
+    targets = resolve_lora_targets(c.target_modules, model)
+    if not linear_modules(model, targets):
+        raise ConfigError(f"method.lora.target_modules={list(targets)}: no linear layer of {type(model).__name__} has such a name; "
+                          f"its family's default is {list(default_lora_targets(model))} (method.lora.target_modules=[] picks it)")
     return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM, r=resolve_lora_rank(c, method_cfg.block, model), lora_alpha=c.alpha, lora_dropout=c.dropout,
-        target_modules=list(c.target_modules), base_model_name_or_path=base_info.path,
+        task_type=TaskType.CAUSAL_LM if is_causal(model) else TaskType.SEQ_2_SEQ_LM, r=resolve_lora_rank(c, method_cfg.block, model),
+        lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(targets), fan_in_fan_out=uses_conv1d(model, targets),
+        base_model_name_or_path=base_info.path,
     )
 
 

@@ -14,7 +14,8 @@ import math
 from torch import nn
 
 from codecl.errors import ConfigError
-from codecl.model.blocks import new_block
+from codecl.model.causal import linear_modules, linear_shape, resolve_lora_targets
+from codecl.model.causal_blocks import make_block
 
 MATCH_BLOCK = "match_block"
 
@@ -25,15 +26,14 @@ def lora_parameters_per_rank(model: nn.Module, target_modules) -> int:
     """Σ (in_features + out_features) over the layers LoRA targets (names ending in a target, as PEFT matches).
 
     Also right after PEFT has wrapped them: its `lora.Linear` keeps `in_features`/`out_features`,
-    and its inner modules (`base_layer`, `lora_A.<adapter>`) do not end in a target name."""
-    targets = set(target_modules)
-    return sum(m.in_features + m.out_features for name, m in model.named_modules()
-               if name.rsplit(".", 1)[-1] in targets and hasattr(m, "in_features") and hasattr(m, "out_features"))
+    and its inner modules (`base_layer`, `lora_A.<adapter>`) do not end in a target name. GPT-2's Conv1D
+    layers count as the linear maps they are; empty `target_modules` = the family default (as LoRA uses)."""
+    return sum(sum(linear_shape(m)) for _, m in linear_modules(model, resolve_lora_targets(target_modules, model)))
 
 
 def block_parameter_count(model: nn.Module, block_cfg) -> int:
     """Parameters of the block `block_cfg` would insert into `model` (built, counted, dropped)."""
-    return sum(p.numel() for p in new_block(model, block_cfg.stack, block_cfg.position, "random").parameters())
+    return sum(p.numel() for p in make_block(model, block_cfg, "random").parameters())
 
 
 def resolve_lora_rank(lora_cfg, block_cfg, model: nn.Module) -> int:
@@ -43,5 +43,5 @@ def resolve_lora_rank(lora_cfg, block_cfg, model: nn.Module) -> int:
     per_rank = lora_parameters_per_rank(model, lora_cfg.target_modules)
     if per_rank == 0:
         raise ConfigError(f"method.lora.rank=match_block: no linear layer of the base is named one of "
-                          f"method.lora.target_modules {list(lora_cfg.target_modules)}")
+                          f"method.lora.target_modules {list(resolve_lora_targets(lora_cfg.target_modules, model))}")
     return max(1, math.ceil(block_parameter_count(model, block_cfg) / per_rank))

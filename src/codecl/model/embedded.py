@@ -13,6 +13,18 @@
    `data.max_train_examples`), so the task examples stay unseen. Without them the base learns
    no use for its input, and a few hundred task steps cannot teach it (its outputs were the same
    for every description).
+   End of sequence (</s>) only where a text really ends: a text longer than `PRETRAIN_MAX_TOKENS`
+   gives a random window of that many tokens, and a window that stops before the text's end gets
+   no </s> anywhere (span-corruption source and target, prefix-LM target; a bimodal code cut to
+   the limit ends without one, its description keeps its </s>, as in task data). A </s> taught at
+   a cut point teaches the decoder to stop mid-function.
+   Budget: `pretrain_steps` (reproducible; minutes are not). The learning rate warms up over
+   `pretrain_warmup_steps` and then decays as 1/sqrt(step) (T5's schedule), which does not depend
+   on the step budget, and batches are drawn `BUCKET_STEPS` at a time: so a run of N steps is
+   exactly the first N steps of any longer run, and `bench/pretrain_curve.py` measures, from one
+   run, the bases that every smaller `pretrain_steps` gives. Batches are length-bucketed within
+   each draw (less padding), and dropout is `pretrain_dropout` (0: T5 v1.1 turned it off in
+   pretraining) while the saved model keeps `dropout_rate` 0.1 for the tasks' training.
 3. Saved with `save_pretrained` under `<cache>/models/<key>`, key = hash of the model config,
    the corpus and the codecl version; a second call reuses it. The loss curve is kept as
    `pretrain_loss.json` beside the weights.
@@ -26,6 +38,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -38,11 +51,15 @@ from codecl.paths import cache_dir
 NUM_SENTINELS = 100
 SPECIALS = ["<pad>", "</s>", "<unk>"]
 PRETRAIN_MAX_TOKENS = 128
+BUCKET_STEPS = 16
+"""Pretraining examples are drawn this many batches at a time and sorted by length into batches."""
 
 
 def model_key(cfg, texts_digest: str) -> str:
-    # `pretraining`: the version of the pretraining recipe below (2: CPU dropout masks from FastDropout)
-    payload = json.dumps({"embedded": _asdict(cfg.model.embedded), "corpus": texts_digest, "v": __version__, "pretraining": 2},
+    # `pretraining`: the version of the pretraining recipe below (2: CPU dropout masks from FastDropout;
+    # 3: </s> only at real text ends, random windows of long texts, length-bucketed batches,
+    # warm-up + 1/sqrt(step) schedule, dropout off in pretraining)
+    payload = json.dumps({"embedded": _asdict(cfg.model.embedded), "corpus": texts_digest, "v": __version__, "pretraining": 3},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -154,9 +171,20 @@ def build_model(shape, tokenizer):
     return T5ForConditionalGeneration(config)
 
 
+def crop(ids: list[int], rng: np.random.Generator, max_tokens: int = PRETRAIN_MAX_TOKENS) -> tuple[list[int], bool]:
+    """At most `max_tokens` of a text's tokens and whether they reach the text's end: the whole
+    text when it fits, else a window starting uniformly at random (so the ends of long texts are
+    seen too, not only their first `max_tokens`)."""
+    if len(ids) <= max_tokens:
+        return ids, True
+    start = int(rng.integers(0, len(ids) - max_tokens + 1))
+    return ids[start : start + max_tokens], start + max_tokens == len(ids)
+
+
 def span_corrupt(ids: list[int], rng: np.random.Generator, sentinel_ids: list[int], eos_id: int,
-                 noise_density: float = 0.15, mean_span: float = 3.0) -> tuple[list[int], list[int]]:
-    """T5 span corruption: replace random spans by sentinels; the target lists the spans."""
+                 noise_density: float = 0.15, mean_span: float = 3.0, ended: bool = True) -> tuple[list[int], list[int]]:
+    """T5 span corruption: replace random spans by sentinels; the target lists the spans. Source
+    and target end with </s> only when `ended` (the tokens reach the text's end)."""
     n = len(ids)
     num_noise = max(1, int(round(n * noise_density)))
     num_spans = max(1, min(int(round(num_noise / mean_span)), len(sentinel_ids), n - num_noise))
@@ -171,61 +199,134 @@ def span_corrupt(ids: list[int], rng: np.random.Generator, sentinel_ids: list[in
         source += ids[pos:start] + [sentinel_ids[k]]
         target += [sentinel_ids[k]] + ids[start:end]
         pos = end
-    source += ids[pos:] + [eos_id]
-    target += [eos_id]
-    return source, target
+    eos = [eos_id] if ended else []
+    return source + ids[pos:] + eos, target + eos
 
 
-def prefix_lm(ids: list[int], rng: np.random.Generator, eos_id: int) -> tuple[list[int], list[int]]:
-    """Prefix LM: the input is the first 25-75% of the tokens, the target the rest."""
+def prefix_lm(ids: list[int], rng: np.random.Generator, eos_id: int, ended: bool = True) -> tuple[list[int], list[int]]:
+    """Prefix LM: the input is the first 25-75% of the tokens (no </s>: the text goes on), the
+    target the rest, ending with </s> only when `ended`."""
     cut = int(rng.integers(max(1, len(ids) // 4), max(2, 3 * len(ids) // 4)))
-    return ids[:cut] + [eos_id], ids[cut:] + [eos_id]
+    return ids[:cut], ids[cut:] + ([eos_id] if ended else [])
+
+
+def _set_dropout(model, p: float) -> list:
+    """Set every dropout probability of a T5 (its `nn.Dropout` layers and `T5Attention.dropout`)
+    to `p`; returns the previous values, which `_restore_dropout` puts back."""
+    from torch import nn
+
+    saved = []
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            saved.append((module, "p", module.p))
+        elif isinstance(getattr(module, "dropout", None), float):
+            saved.append((module, "dropout", module.dropout))
+    for module, attr, _ in saved:
+        setattr(module, attr, p)
+    return saved
+
+
+def _restore_dropout(saved: list) -> None:
+    for module, attr, value in saved:
+        setattr(module, attr, value)
+
+
+def pretraining_batches(tokenizer, texts: list[str], shape, rng: np.random.Generator, bimodal: list[tuple[str, str]] = (),
+                        bucket_steps: int = BUCKET_STEPS) -> Iterator[list[tuple[list[int], list[int]]]]:
+    """Endless pretraining batches of `(source ids, target ids)`: a `bimodal_fraction` of
+    description -> code pairs (when `bimodal` has any), the rest prefix LM (`prefix_lm_fraction`)
+    or span corruption of a `crop` of a text, </s> only where the text ends. Examples are drawn
+    `bucket_steps` batches at a time, sorted by target then source length (a decoder token costs
+    several encoder tokens: the 4,096-way output layer) and cut into batches, dealt in a random
+    order (on the quickstart corpus about a quarter of the compute is padding, against ~70% in
+    random batches). The draws do not depend on the step budget."""
+    from codecl.data.batching import truncate_source, truncate_target
+
+    encoded = [ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if len(ids) >= 8]
+    sentinel_ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
+    eos = tokenizer.eos_token_id
+    bimodal_ids: list = []
+    if bimodal:  # as task data: a description keeps its </s> when cut, a cut code gets none
+        descriptions, _ = truncate_source(tokenizer([d for d, _ in bimodal])["input_ids"], PRETRAIN_MAX_TOKENS, eos)
+        codes, _ = truncate_target(tokenizer([c for _, c in bimodal])["input_ids"], PRETRAIN_MAX_TOKENS)
+        bimodal_ids = list(zip(descriptions, codes))
+    bimodal_share = shape.bimodal_fraction if bimodal_ids else 0.0
+
+    def example() -> tuple[list[int], list[int]]:
+        if rng.random() < bimodal_share:
+            return bimodal_ids[int(rng.integers(len(bimodal_ids)))]
+        ids, ended = crop(encoded[int(rng.integers(len(encoded)))], rng)
+        if rng.random() < shape.prefix_lm_fraction:
+            return prefix_lm(ids, rng, eos, ended)
+        return span_corrupt(ids, rng, sentinel_ids, eos, ended=ended)
+
+    def draw():
+        size = shape.pretrain_batch_size
+        while True:
+            pool = [example() for _ in range(bucket_steps * size)]
+            pool.sort(key=lambda p: (len(p[1]), len(p[0])))
+            for k in rng.permutation(bucket_steps):
+                yield pool[k * size : (k + 1) * size]
+
+    return draw()  # the texts are tokenized now, not at the first batch
+
+
+def lr_factor(step: int, warmup: int) -> float:
+    """Multiplier of `pretrain_lr` at 0-based `step`: linear warm-up to 1 over `warmup` steps, then
+    sqrt(warmup / (step + 1)) (T5's inverse square root). Independent of the step budget."""
+    return min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
 
 
 def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress: bool = True,
-             bimodal: list[tuple[str, str]] = ()) -> list[dict]:
+             bimodal: list[tuple[str, str]] = (), hook=None) -> list[dict]:
     """Pretraining for `shape.pretrain_steps` steps: `bimodal_fraction` description -> code pairs
-    (when `bimodal` has any), the rest prefix LM or span corruption; returns the loss curve."""
+    (when `bimodal` has any), the rest prefix LM or span corruption; returns the loss curve.
+
+    `hook(steps_done, seconds)`, if given, is called after every step with the pretraining seconds
+    so far; the time it takes is not counted (the clock pauses), and pretraining stops early when
+    it returns True. It may use the model (in eval mode); training resumes in train mode."""
     from tqdm.auto import tqdm
 
     from codecl.data.batching import pad_batch
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    encoded = [ids[:PRETRAIN_MAX_TOKENS] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if len(ids) >= 8]
-    sentinel_ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
-    eos = tokenizer.eos_token_id
-    if bimodal:
-        descriptions = tokenizer([d for d, _ in bimodal], add_special_tokens=False)["input_ids"]
-        codes = tokenizer([c for _, c in bimodal], add_special_tokens=False)["input_ids"]
-        bimodal_ids = [(d[: PRETRAIN_MAX_TOKENS - 1] + [eos], c[: PRETRAIN_MAX_TOKENS - 1] + [eos]) for d, c in zip(descriptions, codes)]
-    bimodal_share = shape.bimodal_fraction if bimodal else 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=shape.pretrain_lr, weight_decay=0.01)
-    steps, warmup = shape.pretrain_steps, max(1, shape.pretrain_steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    warmup = max(1, shape.pretrain_warmup_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup))
+    steps = shape.pretrain_steps
     model.train()
     use_fast_dropout(model)  # same dropout, cheaper masks on CPU (codecl.model.dropout)
+    saved_dropout = _set_dropout(model, shape.pretrain_dropout)
+    draws = pretraining_batches(tokenizer, texts, shape, rng, bimodal)
     curve, window, started = [], [], time.perf_counter()
-    bar = tqdm(range(steps), desc="pretrain (span corruption + prefix LM)", disable=not progress, leave=False)
-    for step in bar:
-        pick = rng.integers(0, len(encoded), size=shape.pretrain_batch_size)
-        pairs = [bimodal_ids[int(rng.integers(len(bimodal_ids)))] if rng.random() < bimodal_share
-                 else prefix_lm(encoded[i], rng, eos) if rng.random() < shape.prefix_lm_fraction
-                 else span_corrupt(encoded[i], rng, sentinel_ids, eos) for i in pick]
-        batch = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
-        loss = model(**batch).loss
-        if not math.isfinite(loss.item()):
+    bar = tqdm(zip(range(steps), draws), total=steps,
+               desc="pretrain (span corruption + prefix LM)", disable=not progress, leave=False)
+    try:
+        for step, pairs in bar:
+            batch = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
+            loss = model(**batch).loss
+            if not math.isfinite(loss.item()):
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            continue
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.append(loss.item())
-        if (step + 1) % 10 == 0 or step + 1 == steps:
-            curve.append({"step": step + 1, "loss": sum(window) / len(window), "seconds": round(time.perf_counter() - started, 2)})
-            bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}")
-            window = []
+            window.append(loss.item())
+            if (step + 1) % 10 == 0 or step + 1 == steps:
+                curve.append({"step": step + 1, "loss": sum(window) / len(window), "seconds": round(time.perf_counter() - started, 2)})
+                bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}")
+                window = []
+            if hook is not None:
+                paused = time.perf_counter()
+                stop = hook(step + 1, paused - started)
+                started += time.perf_counter() - paused
+                model.train()
+                if stop:
+                    break
+    finally:
+        _restore_dropout(saved_dropout)
     model.eval()
     return curve
