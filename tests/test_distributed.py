@@ -91,6 +91,7 @@ def test_bf16_autocast_through_accelerate_keeps_trainable_weights_float32():
     from accelerate.state import AcceleratorState
 
     distributed.reset()
+    AcceleratorState._reset_state(True)  # an earlier in-process Trainer or run may have set it (process-wide)
     try:
         dist = distributed.setup(torch.device("cpu"), "bf16")  # CPU here; on GPUs the same Accelerate autocast
         assert not dist.is_distributed and dist.mixed_precision == "bf16"

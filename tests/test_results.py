@@ -151,6 +151,17 @@ def test_validate_run_dir_names_the_missing_path(tmp_path):
         validate_run_dir(tmp_path)
     for task in TASKS:
         (tmp_path / "lora" / "seed-42" / task).mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"predictions/base/python.jsonl: missing from the run folder"):
+        validate_run_dir(tmp_path)
+    for stage in ["base", *TASKS]:
+        folder = tmp_path / "predictions" / "base" if stage == "base" else tmp_path / "lora" / "seed-42" / "predictions" / stage
+        folder.mkdir(parents=True)
+        for task in TASKS:
+            if (stage, task) != ("javascript", "python"):
+                (folder / f"{task}.jsonl").write_text("{}\n")
+    with pytest.raises(CheckpointError, match=r"lora/seed-42/predictions/javascript/python.jsonl: missing"):
+        validate_run_dir(tmp_path)
+    (tmp_path / "lora" / "seed-42" / "predictions" / "javascript" / "python.jsonl").write_text("{}\n")
     assert validate_run_dir(tmp_path)["runs"][0]["method"] == "lora"
     (tmp_path / "plots" / "score_matrix_lora.png").unlink()
     with pytest.raises(CheckpointError, match="score_matrix_lora.png: missing"):
