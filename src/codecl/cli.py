@@ -173,9 +173,11 @@ def data_pairs(path, language, limit):
 @click.option("--samples", required=True, type=click.Path(dir_okay=False), help='JSONL of {"task_id", "completion"}.')
 @click.option("--k", "ks", default="1", help="Comma-separated k values for pass@k.")
 @click.option("--timeout-s", type=float, default=10.0, help="Wall-clock limit per sample.")
-@click.option("--workers", type=int, default=None, help="Parallel sandboxes (default: CPU count).")
+@click.option("--workers", type=int, default=None, help="Parallel sandboxes (default: the CPUs this process may use).")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write one JSON line per sample: task_id, sample_index, status, reason, exit_code, duration_s.")
 @click.option("--allow-code-execution", is_flag=True, help="Required: run untrusted generated code in the sandbox.")
-def evaluate_exec(benchmark, samples, ks, timeout_s, workers, allow_code_execution):
+def evaluate_exec(benchmark, samples, ks, timeout_s, workers, results_path, allow_code_execution):
     """Run generated code against a benchmark's tests in the sandbox (last line: JSON)."""
     if not allow_code_execution:
         raise ConfigError("nothing was executed: generated code runs only with --allow-code-execution (it executes untrusted code in a sandbox)")
@@ -185,7 +187,8 @@ def evaluate_exec(benchmark, samples, ks, timeout_s, workers, allow_code_executi
         k_list = [int(k) for k in _csv(ks)]
     except ValueError:
         raise ConfigError(f"--k must be comma-separated integers, got {ks!r}") from None
-    summary = evaluate_samples(Path(benchmark), Path(samples), k_list, timeout_s=timeout_s, workers=workers)
+    summary = evaluate_samples(Path(benchmark), Path(samples), k_list, timeout_s=timeout_s, workers=workers,
+                               results_path=Path(results_path) if results_path else None)
     click.echo(json.dumps(summary))
 
 
@@ -268,21 +271,28 @@ def generate(run_dir, prompt, method, seed, device, language, input_file, max_ne
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="How long a request may wait for others to join its batch.")
 @click.option("--max-prompt-chars", type=click.IntRange(min=1), default=4000, show_default=True, help="Longer prompts get 413.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Requests that may wait for a batch; more get 503 with Retry-After.")
+@click.option("--api-key", envvar="CODECL_API_KEY", default=None,
+              help="Require `Authorization: Bearer KEY` on /v1/ routes (also read from $CODECL_API_KEY; /healthz stays open).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's; 1 helps on a busy machine).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
-def serve(run_dir, method, seed, device, host, port, max_batch, max_wait_ms, max_prompt_chars, threads, log_level):
+def serve(run_dir, method, seed, device, host, port, max_batch, max_wait_ms, max_prompt_chars, max_queue, api_key, threads,
+          log_level):
     """Serve a finished run over HTTP: POST /v1/generate, GET /v1/tasks, GET /healthz."""
     from codecl.serve.generator import load
     from codecl.serve.server import require_dependencies, serve as run_server
 
     require_dependencies()
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("--api-key is empty; pass a non-empty key or leave it out")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     generator = load(run_dir, method=method, seed=seed, device=device)
     run_server(generator, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_prompt_chars=max_prompt_chars,
-               log_level=log_level)
+               log_level=log_level, max_queue=max_queue, api_key=api_key)
 
 
 def main() -> None:

@@ -48,3 +48,20 @@ def test_bad_sample_line_is_one_line_with_exit_3(tmp_path):
     assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "samples.jsonl:2: unknown task_id 'HumanEval/7'" in lines[0]
+
+
+def test_bad_samples_are_their_own_failures_and_the_summary_still_comes(tmp_path):
+    completions = ["    return a + b\n",
+                   "    import ctypes\n    ctypes.string_at(0)\n",  # crashes the interpreter
+                   "    x = bytearray(1 << 40)\n",  # the memory limit
+                   "    return 0\nraise SystemExit(0)\n",  # exit 0 before the checks
+                   "    while True:\n        pass\n"]  # the time limit
+    results = tmp_path / "results.jsonl"
+    proc = codecl(*files(tmp_path, completions), "--timeout-s", "2", "--results", str(results), "--allow-code-execution")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["results"] == {"passed": 1, "failed": 3, "timed_out": 1}
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["passed", "failed", "failed", "failed", "timed_out"]
+    assert rows[0]["reason"] == "" and "killed by signal 11" in rows[1]["reason"] and "MemoryError" in rows[2]["reason"]
+    assert "solution process ended" in rows[3]["reason"]

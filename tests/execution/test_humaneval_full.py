@@ -1,11 +1,11 @@
-"""Full benchmark runs of the canonical solutions (behind the `sandbox` marker: ~20 s on 2 cores)."""
+"""Full benchmark runs of the canonical solutions (behind the `sandbox` and `slow` markers: ~1-2 min on 2 cores)."""
 import json
 
 import pytest
 
 from codecl.execution import evaluate_samples, load_benchmark, run_problem_samples
 
-pytestmark = pytest.mark.sandbox
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 # HumanEval-X JavaScript tasks whose own canonical solutions fail their tests (data defects):
 # 112 returns `(z, false)` (comma operator) where the test wants [z, false], 155 counts no digit
@@ -24,7 +24,14 @@ def canonical_samples(tmp_path, benchmark, completion=None):
 @pytest.mark.parametrize("fixture", ["humaneval_file", "humaneval_x_python_file"])
 def test_python_canonical_solutions_all_pass(request, tmp_path, fixture):
     benchmark = request.getfixturevalue(fixture)
-    summary = evaluate_samples(benchmark, canonical_samples(tmp_path, benchmark), [1])
+    problems = load_benchmark(benchmark)
+    results = run_problem_samples(problems, {t: [p.canonical_solution] for t, p in problems.items()}, timeout_s=10.0)
+    failing = {t: (r.status, r.reason, r.stderr_tail[-300:]) for t, (r,) in results.items() if not r.passed}
+    assert len(results) == 164 and failing == {}
+
+
+def test_humaneval_summary_of_canonical_solutions(tmp_path, humaneval_file):
+    summary = evaluate_samples(humaneval_file, canonical_samples(tmp_path, humaneval_file), [1])
     assert summary["problems"] == 164
     assert summary["results"] == {"passed": 164, "failed": 0, "timed_out": 0}
     assert summary["pass_at_k"] == {"1": 1.0}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 # linux/sched.h, linux/mount.h, linux/prctl.h
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 0x20, 0x400, 0x800, 0x1000, 0x4000
 MS_PRIVATE, MS_RELATIME = 0x40000, 0x200000
@@ -32,7 +33,11 @@ LANDLOCK_FS_REFER = 1 << 13
 LANDLOCK_NET_BIND_TCP, LANDLOCK_NET_CONNECT_TCP = 1 << 0, 1 << 1
 _MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                 "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
-NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS, "pid": CLONE_NEWPID}
+NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS, "pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC}
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+"""Shared scratch folders hidden behind an empty read-only tmpfs in the mount namespace (with the
+folder that holds the sandbox folders): their Unix sockets, FIFOs and files, and other samples'
+folders, are out of the program's sight."""
 
 
 
@@ -40,7 +45,7 @@ NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS, "pid": CLONE_NEWPID}
 class ChildPlan:
     """Everything the child needs, computed before `fork` so that the child only makes system calls."""
 
-    namespaces: tuple[str, ...]  # wanted: subset of net, mnt, pid
+    namespaces: tuple[str, ...]  # wanted: subset of net, mnt, pid, ipc
     required: frozenset[str]  # must succeed (after the probe showed they work)
     unprivileged_userns: bool  # not root: unshare with CLONE_NEWUSER
     mounts: tuple[tuple[bytes, int], ...]  # mount points to remount read-only, with their flags
@@ -51,6 +56,8 @@ class ChildPlan:
     landlock_fs: int = 0  # Landlock write rights to confine to `home` (0: none)
     landlock_net: int = 0  # Landlock TCP rights to refuse (0: none)
     landlock_attr_size: int = 8  # sizeof(struct landlock_ruleset_attr): 16 from ABI 4 (handled_access_net)
+    folder: str = ""  # the sandbox folder (home's parent), bound back into view after the private tmpfs mounts
+    private_dirs: tuple[str, ...] = ()  # hidden behind an empty read-only tmpfs (mount namespace only)
 
 
 _libc = None
@@ -153,6 +160,26 @@ def task_count(uid: int) -> int:
     return count
 
 
+def hide_shared_dirs(plan: ChildPlan, libc, fail) -> None:
+    """Mount an empty tmpfs on each of `plan.private_dirs`, then bind the sandbox folder back into view."""
+    if not plan.private_dirs:
+        return
+    folder_fd = os.open(plan.folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if plan.folder else -1
+    try:
+        for point in plan.private_dirs:
+            if libc.mount(b"tmpfs", point.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                          b"size=1m,mode=0755") != 0 and plan.required:
+                fail(f"mounting a private tmpfs on {point} failed: errno {ctypes.get_errno()}")
+        if folder_fd >= 0 and not os.path.isdir(os.path.join(plan.folder, "home")):
+            os.makedirs(plan.folder, exist_ok=True)
+            if libc.mount(f"/proc/self/fd/{folder_fd}".encode(), plan.folder.encode(), None, MS_BIND, None) != 0 \
+                    and plan.required:
+                fail(f"binding the sandbox folder back failed: errno {ctypes.get_errno()}")
+    finally:
+        if folder_fd >= 0:
+            os.close(folder_fd)
+
+
 def make_preexec(plan: ChildPlan, report_fd: int):
     """The function the child runs between fork and exec (see the module docstring)."""
     libc = _load_libc()
@@ -200,8 +227,11 @@ def make_preexec(plan: ChildPlan, report_fd: int):
             fail(f"unshare({', '.join(missing)}) failed: errno {ctypes.get_errno()}")
         # Private propagation first: nothing below may leak into the parent's mount namespace.
         if "mnt" in got and libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0:
+            hide_shared_dirs(plan, libc, fail)
             for point, flags in plan.mounts:
                 libc.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags, None)
+            for point in plan.private_dirs + ((plan.folder,) if plan.folder else ()):
+                libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
             uid, gid = plan.ids or (os.getuid(), os.getgid())
             options = f"size={plan.home_size_bytes},mode=0700,uid={uid},gid={gid}".encode()
             if libc.mount(b"tmpfs", plan.home.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) != 0 \
@@ -234,10 +264,27 @@ def make_preexec(plan: ChildPlan, report_fd: int):
     return preexec
 
 
-def kill_pid_namespace(namespace: str) -> None:
-    """SIGKILL every process in pid namespace `namespace` (killing its pid 1 ends it)."""
+def hold_namespace(name: str, pid: int | str = "self") -> int | None:
+    """An open file of /proc/PID/ns/NAME: while it is open the namespace lives on, so its inode
+    number cannot be handed to a new namespace (a name read with readlink can be reused as soon
+    as the namespace dies, and killing by that name could hit another sample)."""
+    try:
+        return os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def kill_pid_namespace(held_fd: int) -> None:
+    """SIGKILL every process in the pid namespace held open by `held_fd` (see `hold_namespace`)."""
+    target = os.fstat(held_fd)
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and namespace_of("pid", entry) == namespace:
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry}/ns/pid")
+        except OSError:
+            continue
+        if (ns.st_ino, ns.st_dev) == (target.st_ino, target.st_dev):
             try:
                 os.kill(int(entry), signal.SIGKILL)
             except OSError:

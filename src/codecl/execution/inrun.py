@@ -34,7 +34,9 @@ How the program under test is assembled from the generated function (`program_pa
 That is a synthetic `Problem` whose prompt is the header and whose completion is the rest, so
 `programs.assemble_program` (header + completion + "\\n" + test [+ check]) and the sandbox are
 reused unchanged, and so is `run_problem_samples`. Greedy decoding gives one sample a problem:
-`pass_at_1` is the share of problems whose program exits 0 within `exec_timeout_s`.
+`pass_at_1` is the share of problems whose checks ran to their end and passed within
+`exec_timeout_s` (the harness's proof and exit 0, see `programs.py`); a sample that cannot
+start, crashes or hits a limit counts as failed and the stage goes on.
 """
 from __future__ import annotations
 

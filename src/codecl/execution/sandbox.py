@@ -17,16 +17,27 @@ unprivileged user (`nobody`):
   so nothing, not even the parent's 127.0.0.1, is reachable;
 - a mount namespace: every mount is remounted read-only, and a small tmpfs owned by the
   sandbox user is mounted on the private folder, the only place it can write;
+- an IPC namespace: System V shared memory, semaphores, message queues and POSIX message
+  queues are its own, gone when it ends, invisible to other samples and to the host;
+- private scratch folders: /tmp, /var/tmp, /dev/shm and the folder that holds every sandbox
+  folder are covered by empty read-only tmpfs mounts and the program's own folder is bound
+  back, so the host's Unix sockets, FIFOs and files there, and other samples' folders, are
+  out of sight (`confinement.hide_shared_dirs`);
 - a pid namespace: the program runs as pid 1 of its own namespace (an intermediate
   process forks it, because `unshare(CLONE_NEWPID)` applies to children only and a process
   whose children live in another pid namespace cannot start threads); when it dies, the
   kernel kills everything left in the namespace, including processes that left the
   process group with `setsid`.
-Not root: the child tries an unprivileged user + network (+ pid) namespace. Where the
+Not root: the child tries an unprivileged user + network (+ pid, IPC) namespace; /tmp stays shared. Where the
 kernel refuses namespaces, Landlock (Linux >= 5.13, unprivileged) still confines writes to
 the private folder and, from Landlock ABI 4, refuses TCP connect and bind; the network is
 also blocked by guards in the child runtime (see `programs.py`). That is weak isolation:
-UDP stays open and a process that leaves the process group can outlive the run.
+UDP stays open, a process that leaves the process group can outlive the run, and since every
+sample runs as the same user, one sample can read another's folder and reach /tmp.
+
+A harness channel (`run(..., channel=...)`): two inherited pipe ends, named in
+$CODECL_HARNESS_FDS, carry bytes to the program and back outside its text and its output;
+`evaluate.py` sends a random token there that the harness returns only when the checks passed.
 
 What was achieved is measured, not assumed: the first use runs a probe program in the
 sandbox and compares its namespaces, user and writable paths with the parent's
@@ -34,6 +45,7 @@ sandbox and compares its namespaces, user and writable paths with the parent's
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -52,10 +64,17 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from codecl.errors import CodeclError, ConfigError
-from codecl.execution.confinement import (ChildPlan, kill_pid_namespace, landlock_abi, landlock_rights, make_preexec,
-                                          namespace_of, read_mounts, task_count)
+from codecl.execution.confinement import (PRIVATE_DIRS, ChildPlan, hold_namespace, kill_pid_namespace, landlock_abi,
+                                          landlock_rights, make_preexec, namespace_of, read_mounts, task_count)
 
 MIN_PATH = "/usr/local/bin:/usr/bin:/bin"
+CHANNEL_CAP = 4096
+"""Bytes kept of what a program writes back on its harness channel."""
+CHANNEL_IN_MAX = 1 << 20
+"""Largest message a harness channel carries to the program (one pipe buffer, grown to fit)."""
+F_SETPIPE_SZ = 1031
+CHANNEL_ENV = "CODECL_HARNESS_FDS"
+"""Environment variable that tells a program the harness channel's file descriptors: "READ,WRITE"."""
 
 
 class SandboxError(CodeclError):
@@ -114,6 +133,8 @@ class SandboxResult:
     pid: int
     """Process (and process-group) id the program was started with."""
     output_truncated: bool = False
+    channel: bytes | None = None
+    """What the program wrote back on its harness channel (see `Sandbox.run`), None when none was opened."""
 
 
 @dataclass
@@ -142,13 +163,15 @@ def _has_exited(proc: subprocess.Popen) -> bool:
 class _Output:
     """stdout and stderr of one child: keeps the first `cap` bytes of each, reads and drops the rest."""
 
-    def __init__(self, proc: subprocess.Popen, cap: int):
+    def __init__(self, proc: subprocess.Popen, cap: int, channel_fd: int | None = None):
         self.cap = cap
-        self.buffers = {"stdout": bytearray(), "stderr": bytearray()}
+        self.buffers = {"stdout": bytearray(), "stderr": bytearray(), "channel": bytearray()}
         self.truncated = False
         self.selector = selectors.DefaultSelector()
         self.selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
         self.selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        if channel_fd is not None:
+            self.selector.register(channel_fd, selectors.EVENT_READ, "channel")
 
     def open_pipes(self) -> int:
         return sum(key.data != "exit" for key in self.selector.get_map().values())
@@ -165,8 +188,10 @@ class _Output:
                 self.selector.unregister(key.fileobj)
                 continue
             buffer = self.buffers[key.data]
-            self.truncated |= len(buffer) + len(chunk) > self.cap
-            buffer += chunk[: max(0, self.cap - len(buffer))]
+            cap = CHANNEL_CAP if key.data == "channel" else self.cap
+            if key.data != "channel":
+                self.truncated |= len(buffer) + len(chunk) > cap
+            buffer += chunk[: max(0, cap - len(buffer))]
         return exited
 
     def text(self, name: str) -> str:
@@ -243,6 +268,8 @@ try:
 except OSError:
     tcp = False
 print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'net': ns('net'), 'mnt': ns('mnt'), 'pid': ns('pid'),
+                  'ipc': ns('ipc'), 'private_tmp': all(os.path.join(d, e) == os.path.dirname(os.getcwd())
+                                          for d in ('/tmp', '/dev/shm') if os.path.isdir(d) for e in os.listdir(d)),
                   'outside_writable': outside, 'home_writable': os.access('.', os.W_OK), 'tcp': tcp}))
 """
 
@@ -277,16 +304,21 @@ class Sandbox:
         elif language != "python":
             raise SandboxError(f"the sandbox cannot run {language!r} programs (supported: python, javascript)")
 
-    def run(self, language: str, files: Mapping[str, str], argv: Callable[[str, Path], list[str]]) -> SandboxResult:
+    def run(self, language: str, files: Mapping[str, str], argv: Callable[[str, Path], list[str]],
+            channel: bytes | None = None) -> SandboxResult:
         """Write `files` (name -> text) into a fresh private folder and run `argv(interpreter, folder)` there.
 
         `interpreter` is the Python or Node executable chosen for `language`; `folder` holds the files
         (read-only for the program when a mount namespace is available); the program's cwd is `folder/home`.
+
+        `channel`: bytes for a harness channel outside the program text. The program inherits two
+        pipe ends named by `$CODECL_HARNESS_FDS` ("READ,WRITE"): READ yields `channel` (at most 1 MiB) then EOF,
+        and what the program writes to WRITE (up to 4 KiB) comes back as `SandboxResult.channel`.
         """
         self.check_language(language)
         setup = self._ensure_setup()
         interpreter = setup.python if language == "python" else setup.node
-        return self._run(lambda folder: argv(interpreter, folder), files, setup.required, language)
+        return self._run(lambda folder: argv(interpreter, folder), files, setup.required, language, channel=channel)
 
     @property
     def network_cut(self) -> bool:
@@ -335,7 +367,7 @@ class Sandbox:
                            "set SandboxConfig(python=...) to one installed outside private folders such as /root")
 
     def _describe(self, python: str, seen: dict) -> _Setup:
-        required = {n for n in ("net", "mnt", "pid") if seen.get(n) and seen[n] != namespace_of(n)}
+        required = {n for n in ("net", "mnt", "pid", "ipc") if seen.get(n) and seen[n] != namespace_of(n)}
         if seen["outside_writable"] or not seen["home_writable"]:  # the mount namespace did not do its job
             required.discard("mnt")
         if "mnt" not in required and self._landlock_abi and not seen["outside_writable"]:
@@ -361,6 +393,9 @@ class Sandbox:
             else f"not dropped (evaluator is not root; uid {seen['uid']})",
             "filesystem": filesystem,
             "processes": "own process group" + (" and pid namespace" if "pid" in required else "") + ", killed at the timeout",
+            "ipc": "own IPC namespace (System V, POSIX mqueues)" if "ipc" in required else "shared with the host",
+            "scratch": ("private: /tmp, /var/tmp, /dev/shm and the other sandbox folders hidden"
+                        if "mnt" in required and seen.get("private_tmp") else "shared /tmp (weak)"),
             "limits": {"cpu_s": self._cpu_limit_s(), "address_space_bytes": self.config.memory_limit_bytes,
                        "node_address_space_bytes": self.config.node_memory_limit_bytes,
                        "processes": self.config.max_processes, "file_bytes": self.config.max_file_bytes,
@@ -389,7 +424,7 @@ class Sandbox:
         cfg = self.config
         wanted: tuple[str, ...] = ()
         if cfg.namespaces:
-            wanted = ("net", "mnt", "pid") if self._root else ("net", "pid")
+            wanted = ("net", "mnt", "pid", "ipc") if self._root else ("net", "pid", "ipc")
             if not probe:
                 wanted = tuple(n for n in wanted if n in required)
         memory = cfg.node_memory_limit_bytes if language == "javascript" else cfg.memory_limit_bytes
@@ -401,10 +436,14 @@ class Sandbox:
         fs_rights, net_rights = landlock_rights(self._landlock_abi)
         landlock_fs = fs_rights if probe or "landlock_fs" in required else 0
         landlock_net = net_rights if probe or "landlock_net" in required else 0
+        folder = os.path.dirname(home)
+        private = tuple(d for d in dict.fromkeys((*PRIVATE_DIRS, os.path.dirname(folder)))
+                        if os.path.isdir(d) and not os.path.islink(d) and d != "/")
         return ChildPlan(namespaces=wanted, required=required, unprivileged_userns=not self._root, mounts=self._mounts,
                          home=home, home_size_bytes=cfg.home_size_bytes, ids=self._ids, limits=limits,
                          landlock_fs=landlock_fs, landlock_net=landlock_net,
-                         landlock_attr_size=16 if self._landlock_abi >= 4 else 8)
+                         landlock_attr_size=16 if self._landlock_abi >= 4 else 8,
+                         folder=folder, private_dirs=private if "mnt" in wanted else ())
 
     def _make_folder(self) -> Path:
         base = Path(tempfile.gettempdir())
@@ -415,7 +454,7 @@ class Sandbox:
         return folder
 
     def _run(self, argv: Callable[[Path], list[str]], files: Mapping[str, str], required: frozenset[str],
-             language: str, probe: bool = False) -> SandboxResult:
+             language: str, probe: bool = False, channel: bytes | None = None) -> SandboxResult:
         folder = self._make_folder()
         try:
             for name, text in files.items():
@@ -424,42 +463,78 @@ class Sandbox:
                 for path in [folder, *folder.iterdir()]:
                     os.chown(path, *self._ids)
             plan = self._plan(str(folder / "home"), required, language, probe)
-            return self._execute(argv(folder), plan)
+            return self._execute(argv(folder), plan, channel)
         finally:
             _remove_folder(folder)
 
-    def _execute(self, argv: list[str], plan: ChildPlan) -> SandboxResult:
+    def _execute(self, argv: list[str], plan: ChildPlan, channel: bytes | None = None) -> SandboxResult:
         cfg = self.config
         env = {"PATH": MIN_PATH, "HOME": plan.home, "TMPDIR": plan.home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         report_r, report_w = os.pipe()  # the child writes why its setup failed here
+        child_ends: list[int] = []
+        back_r = None
+        if channel is not None:  # harness channel: the child reads `channel` from in_r, answers on back_w
+            if len(channel) > CHANNEL_IN_MAX:
+                raise ValueError(f"a harness channel carries at most {CHANNEL_IN_MAX} bytes, got {len(channel)}")
+            in_r, in_w = os.pipe()
+            back_r, back_w = os.pipe()
+            try:
+                if len(channel) > 65536:  # it is written before the child starts: the pipe must hold it all
+                    fcntl.fcntl(in_w, F_SETPIPE_SZ, len(channel))
+                if os.write(in_w, channel) != len(channel):
+                    raise OSError("short write to the harness channel")
+            except BaseException:
+                for fd in (in_r, back_r, back_w):
+                    os.close(fd)
+                raise
+            finally:
+                os.close(in_w)
+            child_ends = [in_r, back_w]
+            env[CHANNEL_ENV] = f"{in_r},{back_w}"
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=plan.home, env=env, start_new_session=True, close_fds=True,
-                                    preexec_fn=make_preexec(plan, report_w))
-        except subprocess.SubprocessError:
-            os.close(report_w)
-            reason = os.read(report_r, 4096).decode(errors="replace").strip() or "preexec failed"
-            os.close(report_r)
-            raise SandboxError(f"sandbox setup failed in the child: {reason}") from None
-        except OSError as exc:
-            os.close(report_w)
-            os.close(report_r)
-            raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from None
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        cwd=plan.home, env=env, start_new_session=True, close_fds=True,
+                                        pass_fds=tuple(child_ends), preexec_fn=make_preexec(plan, report_w))
+            except subprocess.SubprocessError:
+                os.close(report_w)
+                reason = os.read(report_r, 4096).decode(errors="replace").strip() or "preexec failed"
+                os.close(report_r)
+                raise SandboxError(f"sandbox setup failed in the child: {reason}") from None
+            except OSError as exc:
+                os.close(report_w)
+                os.close(report_r)
+                raise SandboxError(f"cannot start {argv[0]}: {exc.strerror}") from None
+        except BaseException:
+            for fd in child_ends + ([back_r] if back_r is not None else []):
+                os.close(fd)
+            raise
+        for fd in child_ends:
+            os.close(fd)
         os.close(report_w)
         os.close(report_r)
-        own_pid_ns = namespace_of("pid")
-        child_pid_ns = namespace_of("pid_for_children", proc.pid)
-        with proc:
-            output = _Output(proc, cfg.max_output_bytes)
-            exited = _wait_for_exit(proc, output, start + cfg.timeout_s)
-            _kill_group(proc.pid)  # whatever the program left behind, or all of it at the timeout
-            if child_pid_ns and child_pid_ns != own_pid_ns:
-                kill_pid_namespace(child_pid_ns)  # also what left the group with setsid()
-            exit_code = proc.wait()
-            _drain(output)
+        child_pid_ns = hold_namespace("pid_for_children", proc.pid)  # None: the program is already gone
+        if child_pid_ns is not None and os.fstat(child_pid_ns).st_ino == os.stat("/proc/self/ns/pid").st_ino:
+            os.close(child_pid_ns)  # no pid namespace of its own
+            child_pid_ns = None
+        try:
+            with proc:
+                output = _Output(proc, cfg.max_output_bytes, back_r)
+                exited = _wait_for_exit(proc, output, start + cfg.timeout_s)
+                _kill_group(proc.pid)  # whatever the program left behind, or all of it at the timeout
+                if child_pid_ns is not None:
+                    kill_pid_namespace(child_pid_ns)  # also what left the group with setsid()
+                exit_code = proc.wait()
+                _drain(output)
+        finally:
+            if child_pid_ns is not None:
+                os.close(child_pid_ns)
+            if back_r is not None:
+                os.close(back_r)
         duration = time.monotonic() - start
         timed_out = not exited or exit_code == -signal.SIGXCPU
         return SandboxResult(exit_code=None if timed_out else exit_code, timed_out=timed_out, duration_s=duration,
                              stdout=output.text("stdout"), stderr=output.text("stderr"),
-                             pid=proc.pid, output_truncated=output.truncated)
+                             pid=proc.pid, output_truncated=output.truncated,
+                             channel=None if back_r is None else bytes(output.buffers["channel"]))

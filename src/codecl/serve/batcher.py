@@ -5,6 +5,8 @@ it holds `max_batch` requests or its first request has waited `max_wait_ms`, and
 a worker thread (the model is used by one batch at a time). Requests that arrive while a batch
 runs queue up and go together in the next one, so under load batches fill without waiting.
 `max_batch=1` turns batching off: one request per call, in arrival order.
+The queue is bounded: beyond `max_queue` waiting requests, `submit` raises `QueueFull` at once
+(the server answers 503 with Retry-After) instead of letting latency grow without end.
 """
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
+
+
+class QueueFull(RuntimeError):
+    """`max_queue` requests are already waiting."""
 
 
 @dataclass
@@ -38,7 +44,10 @@ class BatchStats:
 
 class MicroBatcher:
     def __init__(self, generate_batch: Callable[[list[str], str, int | None], list[str]], max_batch: int = 8,
-                 max_wait_ms: float = 10.0):
+                 max_wait_ms: float = 10.0, max_queue: int = 256):
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self.max_queue = max_queue
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -72,11 +81,17 @@ class MicroBatcher:
         """Queue one request; returns its code when its batch has run (or raises the batch's error)."""
         if self._worker is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
+        if self.waiting() >= self.max_queue:
+            raise QueueFull(f"{self.waiting()} requests are already waiting (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         pending = _Pending(prompt, loop.create_future(), loop.time())
         self._queues.setdefault((language, max_new_tokens), []).append(pending)
         self._arrived.set()
         return await pending.future
+
+    def waiting(self) -> int:
+        """Requests queued and not yet in a running batch."""
+        return sum(len(queue) for queue in self._queues.values())
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
