@@ -145,7 +145,9 @@ def test_two_gloo_processes_train_like_one_process(tmp_path):
 
 # ------------------------------------------------------------------ `codecl run` under accelerate launch
 
-SMOKE = ["-m", "codecl", "run", "--preset", "smoke", "--quiet"]
+# lr 0.01 and 3 epochs: training moves the held-out loss far more than dropout noise does, so the
+# comparison below can fail (the smoke preset's own 3 steps at 5e-4 move it ~0.2%).
+SMOKE = ["-m", "codecl", "run", "--preset", "smoke", "--quiet", "--set", "train.lr=0.01", "--set", "train.epochs=3"]
 
 
 def _launch(launcher_args, out, cache, *extra):
@@ -187,11 +189,11 @@ def test_accelerate_launch_two_cpu_processes_matches_one(tmp_path):
         # After training: each rank draws its own dropout masks, so two processes are another draw of the
         # same training, not the same floats, and greedy decoding of the smoke model can flip a token — the
         # discrete scores of a few examples then say nothing. The teacher-forced loss is continuous: within
-        # 1% of the single process, while training moved it by far more than that from stage 0.
+        # 1% of the single process, while training moved it by several times that from stage 0.
         for row_a, row_b in zip(ra["scores"]["loss"][1:], rb["scores"]["loss"][1:]):
             assert row_b == pytest.approx(row_a, rel=0.01), ra["method"]
         moved = [abs(a - b) / b for a, b in zip(ra["scores"]["loss"][-1], ra["scores"]["loss"][0])]
-        assert max(moved) > 0.05, (ra["method"], moved)
+        assert max(moved) > 0.03, (ra["method"], moved)
         for task, curve in ra["loss_curve"].items():
             # Same global batch and token-weighted mean: the loss differs only by dropout noise (measured < 0.4%).
             assert [p["loss"] for p in rb["loss_curve"][task]] == pytest.approx([p["loss"] for p in curve], rel=0.02)
