@@ -103,6 +103,15 @@ def test_load_and_generate_answer_from_a_decoder_only_run(runs, cache, monkeypat
     proc = run_codecl("generate", str(out), "--method", "hybrid", "--input", str(requests), cache=cache)
     served = codecl.load(out, method="hybrid").generate("Return the sum of two numbers.", "python")
     assert json.loads(proc.stdout.strip().splitlines()[-1])["code"] == served
+    # `codecl serve` answers over HTTP with the same code
+    from test_serving import Server
+
+    server = Server(out, cache, out.parent / "serve.log", "--method", "hybrid")
+    try:
+        status, body = server.request("/v1/generate", {"language": "python", "prompt": "Return the sum of two numbers."})
+    finally:
+        server.stop()
+    assert status == 200 and body["code"] == served and body["method"] == "hybrid", body
 
 
 @pytest.mark.slow
