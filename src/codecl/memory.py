@@ -21,27 +21,24 @@ import sys
 import torch
 
 
-def _read_hwm_bytes() -> int:
+def _status_bytes(field: str) -> int | None:
+    """A `/proc/self/status` memory field (`VmHWM`, `VmRSS`) in bytes, or None off Linux."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
-
-
-def _read_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _read_hwm_bytes() -> int:
+    hwm = _status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def _release_free_heap() -> None:
@@ -71,7 +68,7 @@ class PeakMemory:
                     fh.write("5")
             except OSError:
                 pass  # not Linux / not allowed: the lifetime maximum is reported instead
-            rss = _read_rss_bytes()
+            rss = _status_bytes("VmRSS")
             self.start = rss if rss is not None else _read_hwm_bytes()
 
     def read(self) -> int:
