@@ -64,7 +64,7 @@ def test_all_errors_are_collected_into_one_message():
 def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(ConfigError, match="unknown preset 'quick'; available: .*quickstart"):
         load_config("quick")
-    with pytest.raises(ConfigError, match="unknown language.*cobol.*known: python, javascript"):
+    with pytest.raises(ConfigError, match="unknown task.*cobol.*known: the languages python, javascript"):
         load_config("smoke", tasks=["python", "cobol"])
     with pytest.raises(ConfigError, match="available: lora, full_layer, hybrid, hybrid_shared"):
         load_config("smoke", methods=["lroa"])

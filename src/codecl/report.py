@@ -18,7 +18,8 @@ from codecl.evaluation.claims import evaluate_claims
 from codecl.evaluation.stats import mean_ci95, t_critical_95
 from codecl.evaluation.summary import compare_methods, mean_forgetting as _mean_forgetting, method_groups
 from codecl.fileio import atomic_write, write_text
-from codecl.results import JOINT_STAGE, is_complete, is_joint, load_results
+from codecl.orders import run_folder_name
+from codecl.results import JOINT_STAGE, is_complete, is_joint, load_results, run_path
 
 __all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95"]
 
@@ -63,7 +64,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _label(run: dict) -> str:
-    return f"{run['method']} (seed {run['seed']})"
+    k = int(run.get("order_index", 0))
+    return f"{run['method']} (seed {run['seed']}" + (f", order {k}: {' → '.join(run['order'])})" if k else ")")
+
+
+def _first_order(runs: list[dict]) -> list[dict]:
+    """The runs of the first task order among `runs`: score-matrix rows mean the same stages only within one order."""
+    first = min(int(r.get("order_index", 0)) for r in runs)
+    return [r for r in runs if int(r.get("order_index", 0)) == first]
 
 
 def _total_seconds(run: dict) -> float:
@@ -305,18 +313,69 @@ def _seed_summary(results: dict) -> Optional[str]:
     rows, matrices = [], []
     for method, (runs, incomplete) in groups.items():
         last = [r["scores"]["bleu"][-1] for r in runs]
-        row = [method + _star(incomplete), ", ".join(str(r["seed"]) for r in runs)]
+        row = [method + _star(incomplete), ", ".join(str(s) for s in sorted({r["seed"] for r in runs})) + _orders_note(runs)]
         row += [_ci([m[j] for m in last]) for j in range(len(tasks))] + [_ci([_final(r) for r in runs])]
         row += [_ci([r["forgetting"].get(t) for r in runs], _pct) for t in tasks[:-1]]
         row += [_ci([r["bwt"]["bleu"] for r in runs]), _ci([r["fwt"]["bleu"] for r in runs])]
         rows.append(row + [_ci([_total_seconds(r) for r in runs], lambda v: "n/a" if v is None else f"{v:.1f}")])
-        stages = max((r["stages"] for r in runs), key=len)
-        cells = [[stage] + [_ci([r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"])]) for j in range(len(tasks))]
+        same = _first_order(runs)
+        ordered = f" (order {' → '.join(same[0]['order'])})" if len(same) < len(runs) else ""
+        stages = max((r["stages"] for r in same), key=len)
+        cells = [[stage] + [_ci([r["scores"]["bleu"][s][j] for r in same if s < len(r["stages"])]) for j in range(len(tasks))]
                  for s, stage in enumerate(stages)]
-        matrices.append(f"**{method}{_star(incomplete)}** — BLEU, mean ± 95% CI over seeds\n\n" + _table(["After stage"] + tasks, cells))
+        matrices.append(f"**{method}{_star(incomplete)}** — BLEU, mean ± 95% CI over seeds{ordered}\n\n" + _table(["After stage"] + tasks, cells))
     note = ("Cells are mean ± half-width of the two-sided 95% Student-t interval over seeds (t from a table for df ≤ 30, "
             "Abramowitz & Stegun 26.7.5 beyond). Methods with a finished run are summarised over their finished runs only.")
     return "\n\n".join([_table(header, rows), note, *matrices])
+
+
+def _orders_note(runs: list[dict]) -> str:
+    n = len({int(r.get("order_index", 0)) for r in runs})
+    return f" × {n} orders" if n > 1 else ""
+
+
+def _orders_section(results: dict) -> Optional[str]:
+    """Order sensitivity: each method's final averages per task order (over seeds) and their spread."""
+    groups = _groups(results)
+    orders = {int(r.get("order_index", 0)): r.get("order", results["tasks"]) for r in results["runs"]}
+    if len(orders) < 2:
+        return None
+    header = ["Method"] + [f"order {k}: {' → '.join(o)}" for k, o in sorted(orders.items())] + ["Spread BLEU (max − min)", "Spread loss"]
+    rows = []
+    for method, (runs, incomplete) in groups.items():
+        row = [method + _star(incomplete)]
+        means = {"bleu": [], "loss": []}
+        for k in sorted(orders):
+            group = [r for r in runs if int(r.get("order_index", 0)) == k]
+            bleu, loss = [_final(r) for r in group], [_final(r, "loss") for r in group]
+            row.append(f"BLEU {_ci(bleu)}; loss {_ci(loss)}" if group else "–")
+            for key, values in (("bleu", bleu), ("loss", loss)):
+                present = [v for v in values if v is not None]
+                if present:
+                    means[key].append(sum(present) / len(present))
+        row += [_score(max(v) - min(v)) if len(v) > 1 else "n/a" for v in (means["bleu"], means["loss"])]
+        rows.append(row)
+    note = ("Continual-learning results depend on the order the tasks arrive in. Each cell: final average over the tasks, "
+            "mean ± 95% CI over seeds, for that order; the spread is the largest minus the smallest order mean. Every other "
+            "section averages over seeds and orders together, except score matrices (one order: their rows mean the same stages).")
+    return "\n\n".join([_table(header, rows), note])
+
+
+def _routing_section(results: dict) -> Optional[str]:
+    """Task-free inference: oracle (task id given) vs routed final averages, and routing accuracy per stage."""
+    routed = [r for r in results["runs"] if "routed_scores" in r]
+    if not routed:
+        return None
+    rows = []
+    for run in routed:
+        acc = ", ".join("–" if v is None else _pct(v) for v in run["routing_accuracy"])
+        rows.append([_label(run), _score(_final(run)), _score(run.get("routed_final_average", {}).get("bleu")),
+                     _score(_final(run, "loss")), _score(run.get("routed_final_average", {}).get("loss")), acc])
+    note = ("`eval.routing: router`: every evaluation input is also sent to the modules of the task the router picks from the input "
+            "alone (nearest task prototype of the frozen base's mean-pooled input states, diagonal-LDA distance, `codecl.routing`), "
+            "among the tasks trained so far. Routing accuracy: share of the trained tasks' evaluation inputs routed to their own task, "
+            "after each stage (stage 0 has nothing to route to). Methods without task-specific modules are unaffected by routing.")
+    return "\n\n".join([_table(["Run", "Oracle BLEU", "Routed BLEU", "Oracle loss", "Routed loss", "Routing accuracy by stage"], rows), note])
 
 
 def _comparisons(results: dict, metric: str = "bleu") -> str:
@@ -394,6 +453,12 @@ def render_report(results: dict, plot_files: Iterable[str] = (), examples: Optio
     seeds = _seed_summary(results)
     if seeds:
         parts += ["## Across seeds", seeds]
+    orders = _orders_section(results)
+    if orders:
+        parts += ["## Task orders", orders]
+    routing = _routing_section(results)
+    if routing:
+        parts += ["## Task-free inference (routing)", routing]
     parts += ["## Comparisons between methods (final average BLEU)", _comparisons(results),
               "## The study's claims", _claims(results)]
     if examples:
@@ -411,11 +476,15 @@ def summary_table(results: dict) -> str:
     """A short fixed-width table for the console: one line per run."""
     header = (f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg BLEU':>15} {'final avg loss':>15} {'forgetting':>11} "
               f"{'stored params':>14} {'train time':>11}")
+    orders = len({int(r.get("order_index", 0)) for r in results["runs"]}) > 1
+    if orders:
+        header = header.replace(f"{'seed':>6} ", f"{'seed':>6} {'order':>5} ", 1)
     lines = [header, "-" * len(header)]
     for run in results["runs"]:
         done = "joint" if is_joint(run) else f"{len(run['stages']) - 1}/{len(results['tasks'])}"  # joint: one stage on all tasks
         stages = f"{done}{_star(not is_complete(results, run))}"
-        lines.append(f"{run['method']:<14} {run['seed']:>6} {stages:>7} {_score(_final(run)):>15} {_score(_final(run, 'loss')):>15} "
+        order = f"{int(run.get('order_index', 0)):>5} " if orders else ""
+        lines.append(f"{run['method']:<14} {run['seed']:>6} {order}{stages:>7} {_score(_final(run)):>15} {_score(_final(run, 'loss')):>15} "
                      f"{_pct(_mean_forgetting(run)):>11} "
                      f"{_count(run['stored_parameters']):>14} {_seconds(_total_seconds(run)):>11}")
     return "\n".join(lines)
@@ -534,7 +603,9 @@ def _matrix_plots(results: dict, plots: Path) -> list[Path]:
             paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}.png"))
             continue
         for run in every:
-            paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}_seed-{run['seed']}.png"))
+            name = run_folder_name(run["seed"], int(run.get("order_index", 0)))
+            paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}_{name}.png"))
+        runs = _first_order(runs)
         stages = max((r["stages"] for r in runs), key=len)
         mean = [[mean_ci95(r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"]))[0] for j in range(len(tasks))] for s in range(len(stages))]
         paths.append(_plot_matrix(mean, stages, tasks, f"BLEU — {method}, mean over {len(runs)} seeds", plots / f"score_matrix_{method}.png"))
@@ -591,7 +662,7 @@ def render_examples(run_dir: Path, results: dict, per_task: int = 3) -> Optional
         if not base:
             continue
         chosen = sorted(base.values(), key=lambda x: (len(x.get("reference", "")), str(x["id"])))[:per_task]
-        outputs = {m: _read_predictions(run_dir / m / f"seed-{r['seed']}" / "predictions" / r["stages"][-1] / f"{task}.jsonl")
+        outputs = {m: _read_predictions(run_path(run_dir, r) / "predictions" / r["stages"][-1] / f"{task}.jsonl")
                    for m, r in firsts.items() if len(r["stages"]) > 1}
         for item in chosen:
             lines = [f"### {task}: `{item['id']}`", f"**Description**: {item.get('source', '').strip()}", "**Reference**",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,9 +25,13 @@ from codecl.errors import CheckpointError
 from codecl.evaluation import continual
 from codecl.evaluation.summary import summarize
 from codecl.fileio import read_json, write_json
+from codecl.orders import orders_from_config, run_folder_name, run_key
 
 SCHEMA_VERSION = 1
 REQUIRED_METRICS = ("bleu", "exact_match", "syntax_pass")
+NON_NULL_METRICS = ("bleu", "exact_match")
+"""Required metrics that are never null. `syntax_pass` is null on a task whose outputs are not code
+(a code → description task of the user's own data, `codecl.data.usertasks`)."""
 """Metrics every run scores on every task and stage; others (e.g. `bleu_sentence_smoothed`,
 `pass_at_1`) are optional and may hold `null` cells. codecl always writes `loss` too (runs made
 before it existed lack it, so a reader does not require it)."""
@@ -61,25 +66,42 @@ def new_results(config_dict: dict, base_model_info: dict, tasks: list[str]) -> d
     }
 
 
-def find_run(results: dict, method: str, seed: int) -> Optional[dict]:
-    """The run of `method` with `seed`, or None."""
-    return next((r for r in results["runs"] if r["method"] == method and r["seed"] == seed), None)
+def find_run(results: dict, method: str, seed: int, order_index: int = 0) -> Optional[dict]:
+    """The run of `method` with `seed` on task order `order_index` (`codecl.orders`), or None."""
+    return next((r for r in results["runs"] if run_key(r) == (method, seed, order_index)), None)
 
 
 def upsert_run(results: dict, run_dict: dict) -> dict:
-    """Replace the run with the same (method, seed) in place, or append it; returns `results`."""
+    """Replace the run with the same (method, seed, order) in place, or append it; returns `results`."""
     for i, run in enumerate(results["runs"]):
-        if run["method"] == run_dict["method"] and run["seed"] == run_dict["seed"]:
+        if run_key(run) == run_key(run_dict):
             results["runs"][i] = run_dict
             return results
     results["runs"].append(run_dict)
     return results
 
 
-def _summaries(run: dict) -> dict:
-    """forgetting (on bleu) and bwt / fwt / final_average per metric, from `run["scores"]`."""
+def run_order(run: dict, tasks: list[str]) -> list[str]:
+    """The task names in the order the run trains them (`order`; the top-level `tasks` when absent)."""
+    return list(run.get("order") or tasks)
+
+
+def training_order_matrix(R: list, run: dict, tasks: list[str]) -> list:
+    """`R` with its columns (top-level task order) rearranged into the run's training order, so that
+    column j is the task trained at stage j + 1, as `codecl.evaluation.continual` reads it."""
+    order = run_order(run, tasks)
+    if order == list(tasks):
+        return R
+    columns = [tasks.index(t) for t in order]
+    return [[row[c] for c in columns] for row in R]
+
+
+def _summaries(run: dict, tasks: list[str] | None = None) -> dict:
+    """forgetting (on bleu) and bwt / fwt / final_average per metric, from `run["scores"]` (a run on
+    another task order than `tasks` is read in its own training order)."""
+    tasks = list(tasks) if tasks is not None else run_order(run, [])
     trained = list(run["stages"][1:])
-    scores = run["scores"]
+    scores = {m: training_order_matrix(R, run, tasks) if tasks else R for m, R in run["scores"].items()}
     return {
         "forgetting": continual.forgetting(scores[FORGETTING_METRIC], trained),
         "bwt": {m: continual.bwt(R) for m, R in scores.items()},
@@ -88,9 +110,14 @@ def _summaries(run: dict) -> dict:
     }
 
 
-def finalize_run(run: dict) -> dict:
-    """Recompute `forgetting`, `bwt`, `fwt` and `final_average` from `scores` (in place); returns `run`."""
-    run.update(_summaries(run))
+def finalize_run(run: dict, tasks: list[str] | None = None) -> dict:
+    """Recompute `forgetting`, `bwt`, `fwt` and `final_average` from `scores` (in place); returns `run`.
+    `tasks`: the top-level task order of the score columns (needed when the run has another `order`)."""
+    run.update(_summaries(run, tasks))
+    if "routed_scores" in run:
+        routed = {m: training_order_matrix(R, run, tasks) if tasks else R for m, R in run["routed_scores"].items()}
+        run["routed_final_average"] = {m: continual.final_average(R) for m, R in routed.items()}
+        run["routed_bwt"] = {m: continual.bwt(R) for m, R in routed.items()}
     return run
 
 
@@ -102,6 +129,11 @@ def is_joint(run: dict) -> bool:
 def is_complete(results: dict, run: dict) -> bool:
     """True when the run trained every task (it has `len(tasks) + 1` stages, or is a finished joint run)."""
     return len(run["stages"]) == len(results["tasks"]) + 1 or run["stages"] == ["base", JOINT_STAGE]
+
+
+def run_path(run_dir: str | os.PathLike, run: dict) -> Path:
+    """`<run_dir>/<method>/seed-<N>[-order-<k>]`: where a run keeps its modules and predictions."""
+    return Path(run_dir) / run["method"] / run_folder_name(run["seed"], int(run.get("order_index", 0)))
 
 
 # ---------------------------------------------------------------- validation
@@ -152,8 +184,8 @@ def _close(a: Any, b: Any) -> bool:
     return _is_number(a) and _is_number(b) and abs(a - b) <= _TOLERANCE
 
 
-def _check_summaries(run: dict, field: str) -> None:
-    expected = _summaries(run)
+def _check_summaries(run: dict, field: str, tasks: list[str]) -> None:
+    expected = _summaries(run, tasks)
     for key, want in expected.items():
         stored = run.get(key)
         _require(isinstance(stored, dict), f"{field}.{key}", "is missing (finalize_run computes it from scores)")
@@ -168,15 +200,33 @@ def _check_run(run: Any, field: str, tasks: list[str]) -> None:
     _require(isinstance(run.get("seed"), int) and not isinstance(run["seed"], bool), f"{field}.seed", f"must be an integer, got {run.get('seed')!r}")
     stages = run.get("stages")
     _require(isinstance(stages, list) and stages[:1] == ["base"], f"{field}.stages", "must be a list starting with \"base\"")
-    _require(stages[1:] == tasks[: len(stages) - 1] or stages == ["base", JOINT_STAGE], f"{field}.stages",
-             f"must be base followed by the tasks in order {tasks} (or base, {JOINT_STAGE}), got {stages}")
+    if "order" in run:
+        order = run["order"]
+        _require(isinstance(order, list) and sorted(order) == sorted(tasks) and len(order) == len(tasks), f"{field}.order",
+                 f"must be a permutation of tasks {tasks}, got {order!r}")
+        index = run.get("order_index", 0)
+        _require(isinstance(index, int) and not isinstance(index, bool) and index >= 0, f"{field}.order_index", f"must be an integer >= 0, got {index!r}")
+    order = run_order(run, tasks)
+    _require(stages[1:] == order[: len(stages) - 1] or stages == ["base", JOINT_STAGE], f"{field}.stages",
+             f"must be base followed by the tasks in order {order} (or base, {JOINT_STAGE}), got {stages}")
     scores = run.get("scores")
     _require(isinstance(scores, dict), f"{field}.scores", "must be an object keyed by metric")
     missing = [m for m in REQUIRED_METRICS if m not in scores]
     _require(not missing, f"{field}.scores", f"lacks required metric(s) {missing}")
     for metric, R in scores.items():
         _check_matrix(R, f"{field}.scores.{metric}", len(stages), len(tasks),
-                      nullable=metric not in REQUIRED_METRICS + UNBOUNDED_METRICS, bounded=metric not in UNBOUNDED_METRICS)
+                      nullable=metric not in NON_NULL_METRICS + UNBOUNDED_METRICS, bounded=metric not in UNBOUNDED_METRICS)
+    if "routed_scores" in run:  # SPEC eval.routing=router: scores without the task id, and how often the router was right
+        routed = run["routed_scores"]
+        _require(isinstance(routed, dict) and set(routed) <= set(scores), f"{field}.routed_scores", "must be an object keyed by metrics of scores")
+        for metric, R in routed.items():
+            _check_matrix(R, f"{field}.routed_scores.{metric}", len(stages), len(tasks),
+                          nullable=metric not in NON_NULL_METRICS + UNBOUNDED_METRICS, bounded=metric not in UNBOUNDED_METRICS)
+        accuracy = run.get("routing_accuracy")
+        _require(isinstance(accuracy, list) and len(accuracy) == len(stages), f"{field}.routing_accuracy",
+                 f"must hold one value per stage ({len(stages)})")
+        for s, v in enumerate(accuracy):
+            _require(v is None or (_is_number(v) and 0 <= v <= 1), f"{field}.routing_accuracy[{s}]", f"must be in [0, 1] or null, got {v!r}")
     if "truncated_outputs" in run:  # generations cut at the token budget, per stage and task (counts)
         cut = run["truncated_outputs"]
         _require(isinstance(cut, list) and len(cut) == len(stages), f"{field}.truncated_outputs", f"must hold one row per stage ({len(stages)})")
@@ -196,7 +246,7 @@ def _check_run(run: Any, field: str, tasks: list[str]) -> None:
     for task, curve in curves.items():
         ok = isinstance(curve, list) and all(v is None or _is_number(v) or isinstance(v, dict) for v in curve)
         _require(ok, f"{field}.loss_curve.{task}", "must be a list of losses or of {\"step\", \"loss\", ...} points")
-    _check_summaries(run, field)
+    _check_summaries(run, field, tasks)
 
 
 def _check_document(results: Any, complete: bool) -> None:
@@ -220,15 +270,16 @@ def _check_document(results: Any, complete: bool) -> None:
     seen = set()
     for i, run in enumerate(results["runs"]):
         _check_run(run, f"runs[{i}]", tasks)
-        key = (run["method"], run["seed"])
-        _require(key not in seen, f"runs[{i}]", f"repeats method {key[0]!r} seed {key[1]}")
+        key = run_key(run)
+        _require(key not in seen, f"runs[{i}]", f"repeats method {key[0]!r} seed {key[1]} order {key[2]}")
         seen.add(key)
         _require(not complete or is_complete(results, run), f"runs[{i}].stages",
                  f"has {len(run['stages'])} stages but a finished run has {len(tasks) + 1} (a joint run: 2)")
     if complete:
         cfg = results["config"]
-        wanted = [(m, s) for m in cfg.get("methods", []) for s in cfg.get("seeds", [])]
-        absent = [f"{m} seed {s}" for m, s in wanted if (m, s) not in seen]
+        n_orders = len(orders_from_config(cfg)) if "tasks" in cfg else 1
+        wanted = [(m, s, k) for m in cfg.get("methods", []) for s in cfg.get("seeds", []) for k in range(n_orders)]
+        absent = [f"{m} seed {s}" + (f" order {k}" if k else "") for m, s, k in wanted if (m, s, k) not in seen]
         _require(not absent, "runs", f"lacks the configured run(s): {', '.join(absent)}")
 
 
@@ -252,6 +303,31 @@ def save_results(path: str | os.PathLike, results: dict) -> Path:
     """Write `results` atomically (temp file, fsync, rename) as indented JSON, with its `summary`
     over seeds recomputed from its runs (`results` itself is left unchanged)."""
     return write_json(path, {**results, "summary": summarize(results)})
+
+
+@contextmanager
+def results_lock(path: str | os.PathLike):
+    """An exclusive lock on `<results.json>.lock` (fcntl): runs of one grid in several processes (the Ray
+    launcher) read, merge and write results.json one at a time. Local filesystems and NFS honour it."""
+    import fcntl
+
+    lock = Path(str(path) + ".lock")
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def commit_run(path: str | os.PathLike, run: dict) -> dict:
+    """Merge one run into the results.json at `path` (read, upsert by (method, seed, order), write
+    atomically), under `results_lock`; returns the merged document."""
+    with results_lock(path):
+        results = load_results(path)
+        upsert_run(results, run)
+        save_results(path, results)
+    return results
 
 
 def load_results(path: str | os.PathLike) -> dict:
@@ -283,10 +359,10 @@ def validate_run_dir(run_dir: str | os.PathLike, *, complete: bool = True) -> di
     validate_results(results, path, complete=complete)
     wanted = [run_dir / "config.yaml", run_dir / "report.md", run_dir / "plots" / "final_scores.png", run_dir / "plots" / "score_vs_params.png"]
     wanted += [run_dir / "plots" / f"score_matrix_{m}.png" for m in dict.fromkeys(r["method"] for r in results["runs"])]
-    wanted += [run_dir / r["method"] / f"seed-{r['seed']}" / task for r in results["runs"] for task in r["stages"][1:]]
+    wanted += [run_path(run_dir, r) / task for r in results["runs"] for task in r["stages"][1:]]
     if results["runs"]:  # SPEC predictions files: stage 0 once, then every stage of every run, every task
         wanted += [run_dir / "predictions" / "base" / f"{t}.jsonl" for t in results["tasks"]]
-    wanted += [run_dir / r["method"] / f"seed-{r['seed']}" / "predictions" / stage / f"{t}.jsonl"
+    wanted += [run_path(run_dir, r) / "predictions" / stage / f"{t}.jsonl"
                for r in results["runs"] for stage in r["stages"][1:] for t in results["tasks"]]
     for item in wanted:
         if not item.exists():

@@ -108,8 +108,11 @@ _LOADED: dict[tuple, _LanguageData] = {}
 
 def clear_cache() -> None:
     """Forget the pairs and corpus locations loaded so far in this process (e.g. after files change)."""
+    from codecl.data.usertasks import clear_cache as clear_user_tasks
+
     _LOADED.clear()
     _embedded_sources.cache_clear()
+    clear_user_tasks()
 
 
 def _language_data(data_cfg: DataConfig, language: str) -> _LanguageData:
@@ -136,12 +139,18 @@ def _order_key(pair: Pair) -> bytes:
 
 
 def load_pairs_with_stats(data_cfg: DataConfig, language: str, split: str) -> tuple[list[Pair], dict]:
-    """`load_pairs` and its counts: `{"records", "kept", "dropped": {reason: n}, "capped": n}`
+    """`load_pairs` and its counts (`language`: a built-in language or the name of a task of `data.tasks`): `{"records", "kept", "dropped": {reason: n}, "capped": n}`
     (`long_target` drops come from `max_target_lines`; `capped` pairs were cut by the example cap)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-    data = _language_data(data_cfg, language)
-    pairs, clean = data.split(split)
+    if language in data_cfg.tasks:  # a task defined from the user's own data (`codecl.data.usertasks`)
+        from codecl.data.usertasks import user_pairs
+
+        pairs, clean, where = user_pairs(data_cfg, language, split)
+    else:
+        data = _language_data(data_cfg, language)
+        pairs, clean = data.split(split)
+        where = data.where
     dropped = Counter(clean.dropped)
     if data_cfg.max_target_lines is not None:
         kept = [p for p in pairs if len(p.target.splitlines()) <= data_cfg.max_target_lines]
@@ -153,7 +162,7 @@ def load_pairs_with_stats(data_cfg: DataConfig, language: str, split: str) -> tu
     pairs = pairs[: len(pairs) - capped]
     stats = {"records": clean.records, "kept": len(pairs), "dropped": dict(sorted((k, v) for k, v in dropped.items() if v)), "capped": capped}
     if not pairs:
-        raise DataError(f"no {language} {split} pairs in {data.where} after cleaning ({stats['records']} records, dropped {stats['dropped']}) — "
+        raise DataError(f"no {language} {split} pairs in {where} after cleaning ({stats['records']} records, dropped {stats['dropped']}) — "
                         f"check data.path, or relax data.max_target_lines")
     return pairs, stats
 

@@ -170,10 +170,13 @@ def score_all(hyps: list[str], refs: list[str], language: str) -> dict[str, floa
     return score_with_examples(hyps, refs, language)[0]
 
 
-def score_with_examples(hyps: list[str], refs: list[str], language: str) -> tuple[dict[str, float], list[dict]]:
+def score_with_examples(hyps: list[str], refs: list[str], language: str | None) -> tuple[dict[str, float | None], list[dict]]:
     """`score_all` and, per hypothesis, `{"exact_match", "syntax_ok", "bleu_sentence"}` (the
     fields of a predictions line); the corpus scores are the means of the per-example ones,
-    except `bleu`, which is corpus-level."""
-    matches, oks, bleus = exact_matches(hyps, refs), syntax_oks(hyps, language), sentence_bleus(hyps, refs)
-    scores = {"bleu": corpus_bleu(hyps, refs), "exact_match": fmean(matches), "syntax_pass": fmean(oks), "bleu_sentence_smoothed": fmean(bleus)}
+    except `bleu`, which is corpus-level. `language` None: the outputs are text, not code (a
+    code → description task), so `syntax_pass` and `syntax_ok` are None."""
+    matches, bleus = exact_matches(hyps, refs), sentence_bleus(hyps, refs)
+    oks = syntax_oks(hyps, language) if language is not None else [None] * len(hyps)
+    syntax = fmean(oks) if language is not None else None
+    scores = {"bleu": corpus_bleu(hyps, refs), "exact_match": fmean(matches), "syntax_pass": syntax, "bleu_sentence_smoothed": fmean(bleus)}
     return scores, [{"exact_match": m, "syntax_ok": o, "bleu_sentence": b} for m, o, b in zip(matches, oks, bleus)]

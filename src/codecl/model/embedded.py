@@ -74,7 +74,7 @@ def pretraining_texts(cfg) -> list[str]:
     """Train-split code and docstrings of the run's languages, capped, in a fixed order."""
     from codecl.data.tasks import corpus_texts
 
-    texts = corpus_texts(cfg.data, list(cfg.tasks))
+    texts = corpus_texts(cfg.data, corpus_languages(cfg))
     cap = cfg.model.embedded.max_pretrain_examples
     if cap is not None and len(texts) > cap:
         rng = np.random.default_rng(0)
@@ -90,13 +90,38 @@ def bimodal_pairs(cfg) -> list[tuple[str, str]]:
     from codecl.data.tasks import load_pairs
 
     cap = cfg.data.max_train_examples
-    if cfg.model.embedded.bimodal_fraction == 0 or cap is None:
+    if cfg.model.embedded.bimodal_fraction == 0:
         return []
+    uncapped = replace(cfg.data, max_train_examples=None, tasks={})
     pairs = []
-    for language in cfg.tasks:
-        every = load_pairs(replace(cfg.data, max_train_examples=None), language, "train")
-        pairs += [(p.source, p.target) for p in every[cap:]]
+    for language in corpus_languages(cfg):
+        if language in cfg.tasks and cap is None:
+            continue  # the task trains on every pair of its language
+        every = load_pairs(uncapped, language, "train")
+        if language in cfg.tasks:
+            every = every[cap:]
+        used = _user_task_ids(cfg, language)  # never pretrain on a pair that a task of the embedded corpus uses
+        pairs += [(p.source, p.target) for p in every if p.id not in used]
     return pairs
+
+
+def corpus_languages(cfg) -> list[str]:
+    """The languages of the run's tasks (a task of the user's own data counts by its language), in task order."""
+    from codecl.data.usertasks import task_info
+
+    return list(dict.fromkeys(task_info(cfg.data, t).language for t in cfg.tasks))
+
+
+def _user_task_ids(cfg, language: str) -> set[str]:
+    from codecl.data.usertasks import user_pairs
+
+    ids: set[str] = set()
+    for name in cfg.tasks:
+        spec = cfg.data.tasks.get(name)
+        if spec is not None and spec.embedded and spec.language == language:
+            for split in ("train", "valid", "test"):
+                ids |= {p.id for p in user_pairs(cfg.data, name, split)[0]}
+    return ids
 
 
 def ensure_embedded_base(cfg, progress: bool = True) -> Path:
