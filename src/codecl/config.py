@@ -7,6 +7,8 @@ Construction collects *all* errors of the whole tree into one `ConfigError` mess
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from codecl.errors import ConfigError
 LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
 METHOD_NAMES = ("lora", "full_layer", "hybrid", "hybrid_shared")
 """The study's four methods (the default `methods`)."""
-BASELINE_NAMES = ("sequential_ft", "joint", "replay", "ewc", "olora")
+BASELINE_NAMES = ("sequential_ft", "joint", "replay", "ewc", "olora", "merge_linear", "merge_ties", "merge_dare", "lwf")
 """Reference methods run in the same harness (`codecl.methods.registry`); named explicitly in `methods`."""
 EXEC_LANGUAGES = ("python", "javascript")
 """Languages whose generated code the sandbox can run (`eval.exec_benchmarks`)."""
@@ -46,6 +48,86 @@ def _check_revision(c: _Checks, name: str, value: str | None) -> None:
     """A hub revision: None, or a non-empty commit hash / tag / branch without spaces."""
     c.require(value is None or (bool(value) and not any(ch.isspace() for ch in value)), name,
               f"must be a commit hash, tag or branch (no spaces) or null, got {value!r}")
+
+
+TASK_DIRECTIONS = ("nl_to_code", "code_to_nl", "code_to_code")
+"""What a task maps: a description to code (CodeSearchNet's task, every built-in language), code to a
+description (summarisation: outputs are text, so `syntax_pass` is null), or code to code (translation,
+repair). The output's language is the task's `language` unless the direction is code_to_nl."""
+TASK_FORMATS = ("pairs", "codesearchnet")
+
+
+@dataclass(frozen=True)
+class UserTaskConfig:
+    """A task defined from the user's own data (`data.tasks.<NAME>`; `--tasks NAME=PATH` makes one with `path`)."""
+
+    path: str | None = None
+    """A folder holding `train`, `valid` (or `validation`/`dev`) and `test` files (`.jsonl`, `.jsonl.gz`, `.csv`,
+    `.parquet`, `.json`), or one such file, split deterministically by `split_fractions`."""
+    hub_dataset: str | None = None
+    """Instead of `path`: a Hugging Face dataset id read with `datasets.load_dataset` (needs the network or its cache)."""
+    hub_config: str | None = None
+    """The hub dataset's configuration (subset) name, if it has several."""
+    hub_revision: str | None = None
+    """The hub dataset's revision (commit hash, tag or branch); None = latest `main`."""
+    hub_splits: tuple[str, ...] = ("train", "validation", "test")
+    """The hub dataset's split names for train, valid and test; a dataset with only one split: give one name
+    and the rows are split by `split_fractions`."""
+    embedded: bool = False
+    """Instead of `path`/`hub_dataset`: the embedded corpus of `language` (CodeSearchNet format; its own splits),
+    usually narrowed by `match` — e.g. a domain-incremental stream of standard-library areas."""
+    format: str = "pairs"
+    """`pairs`: rows with an input and a target field (`input_field`, `target_field`); `codesearchnet`: CodeSearchNet
+    records (`code`, `docstring`, ...) turned into (description, code) pairs by codecl's CodeSearchNet cleaning
+    (the direction then decides which side is the input). The embedded corpus is always `codesearchnet`."""
+    input_field: str = "input"
+    """`pairs`: the field holding the model input."""
+    target_field: str = "target"
+    """`pairs`: the field holding the reference output."""
+    id_field: str | None = None
+    """`pairs`: a field holding a stable example id (default: `file:line`)."""
+    language: str | None = None
+    """The code's language (syntax checks, execution): one of python, javascript, java, go, php, ruby. None: the
+    rows' `language` field when they have one (all rows must agree), else python."""
+    direction: str = "nl_to_code"
+    """nl_to_code, code_to_nl or code_to_code (see TASK_DIRECTIONS)."""
+    clean: bool = True
+    """`pairs`: whitespace-trimmed fields, empty rows dropped, repeated (input, target) rows dropped, and valid/test
+    rows whose target is a training target dropped (no leak), all counted. `codesearchnet`: codecl's CodeSearchNet
+    cleaning (always on: it is what turns records into pairs)."""
+    match: tuple[str, ...] = ()
+    """`FIELD=REGEX` filters on the raw rows (all must match, `re.search`), e.g. `path=^(email|http)/` for the part of
+    the embedded corpus from those packages."""
+    split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
+    """train/valid/test shares when the data has one split only: each row goes to a split by a hash of its id."""
+
+    def check(self, name: str) -> list[str]:
+        c = _Checks(f"data.tasks.{name}.")
+        sources = [k for k, on in (("path", bool(self.path)), ("hub_dataset", bool(self.hub_dataset)), ("embedded", self.embedded)) if on]
+        c.require(len(sources) == 1, "path", f"the task needs exactly one of path, hub_dataset or embedded: true, got {sources or 'none'}")
+        c.require(self.format in TASK_FORMATS, "format", f"must be pairs or codesearchnet, got {self.format!r}")
+        c.require(self.format == "pairs" or self.direction != "code_to_code", "direction",
+                  "code_to_code needs format pairs (CodeSearchNet records hold a description and code)")
+        c.require(not self.embedded or self.language is not None, "language", "must be set for an embedded task (the corpus of that language)")
+        c.require(self.language is None or self.language in LANGUAGES, "language",
+                  f"must be one of {', '.join(LANGUAGES)} (or null: the rows' language field, else python), got {self.language!r}")
+        c.require(self.direction in TASK_DIRECTIONS, "direction", f"must be one of {', '.join(TASK_DIRECTIONS)}, got {self.direction!r}")
+        c.require(bool(self.input_field) and bool(self.target_field) and self.input_field != self.target_field, "input_field",
+                  "and target_field must be two different field names")
+        c.require(1 <= len(self.hub_splits) <= 3 and all(self.hub_splits), "hub_splits", f"must name 1 to 3 splits, got {list(self.hub_splits)}")
+        for item in self.match:
+            key, sep, pattern = item.partition("=")
+            c.require(bool(sep) and bool(key.strip()), "match", f"items must be FIELD=REGEX, got {item!r}")
+            if sep:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    c.require(False, "match", f"{item!r}: bad regular expression ({exc})")
+        f = self.split_fractions
+        c.require(len(f) == 3 and all(x >= 0 for x in f) and f[0] > 0 and f[2] > 0 and abs(sum(f) - 1) < 1e-6, "split_fractions",
+                  f"must be three non-negative shares (train and test > 0) summing to 1, got {list(f)}")
+        _check_revision(c, "hub_revision", self.hub_revision)
+        return c.errors
 
 
 @dataclass(frozen=True)
@@ -75,6 +157,9 @@ class DataConfig:
     gets no end-of-sequence label (its labels just stop), so </s> is taught only at real ends."""
     max_target_lines: int | None = None
     """Drop functions longer than this many lines before capping (None = keep all)."""
+    tasks: dict[str, UserTaskConfig] = field(default_factory=dict)
+    """Tasks defined from your own data, by name (`codecl.data.usertasks`); name them in `tasks` like the
+    built-in languages. `--tasks NAME=PATH` adds `NAME: {path: PATH}`. Caps and token limits above apply to them too."""
 
     def __post_init__(self):
         c = _Checks("data.")
@@ -86,7 +171,16 @@ class DataConfig:
         for name in ("max_source_tokens", "max_target_tokens"):
             c.require(8 <= getattr(self, name) <= 4096, name, f"must be in [8, 4096], got {getattr(self, name)}")
         _check_revision(c, "hub_revision", self.hub_revision)
+        for name, spec in self.tasks.items():
+            c.require(_TASK_NAME.fullmatch(name) is not None and name not in LANGUAGES and name not in _RESERVED_NAMES, "tasks",
+                      f"name {name!r} must be letters, digits, '_', '-' or '.', start with a letter, and not be a built-in language "
+                      f"or one of {', '.join(_RESERVED_NAMES)}")
+            c.errors += spec.check(name)
         c.raise_if_any()
+
+
+_TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+_RESERVED_NAMES = ("base", "joint", "predictions", "router")
 
 
 @dataclass(frozen=True)
@@ -280,6 +374,47 @@ class OLoraConfig:
 
 
 @dataclass(frozen=True)
+class MergeConfig:
+    weights: str = "mean"
+    """Weight of each task's adapter in the merge: mean (1/T each, T = tasks merged so far) or sum (1 each).
+    TIES' disjoint merge already averages the kept values, so `sum` is the TIES paper's λ = 1."""
+    density: float = 0.5
+    """merge_ties / merge_dare: fraction of each task's ΔW entries kept (TIES: the largest magnitudes;
+    DARE: a random subset, rescaled by 1/density). 1 keeps everything (DARE then equals merge_linear)."""
+    majority_sign: str = "total"
+    """merge_ties: how the sign of each entry is elected: total (sign of the summed values, as in TIES) or
+    frequency (the sign most tasks have)."""
+    svd_rank: int = 0
+    """merge_ties / merge_dare: rank of the merged adapter (their merged ΔW is projected onto it by SVD);
+    0 = the sum of the merged adapters' ranks, the rank merge_linear's exact concatenation has."""
+
+    def __post_init__(self):
+        c = _Checks("method.merge.")
+        c.require(self.weights in ("mean", "sum"), "weights", f"must be mean or sum, got {self.weights!r}")
+        c.require(0 < self.density <= 1, "density", f"must be in (0, 1], got {self.density}")
+        c.require(self.majority_sign in ("total", "frequency"), "majority_sign", f"must be total or frequency, got {self.majority_sign!r}")
+        c.require(self.svd_rank >= 0, "svd_rank", f"must be >= 0 (0 = the sum of the adapters' ranks), got {self.svd_rank}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class LwfConfig:
+    base: str = "lora"
+    """What LwF trains across tasks: lora (one adapter carried across tasks) or full (the whole model)."""
+    lambda_distill: float = 1.0
+    """λ of the distillation term λ T² KL(teacher ‖ student) (Li & Hoiem 2017); 0 turns it off."""
+    temperature: float = 2.0
+    """Softmax temperature T of the teacher's and the student's target-token distributions."""
+
+    def __post_init__(self):
+        c = _Checks("method.lwf.")
+        c.require(self.base in _WEIGHTS, "base", f"must be lora or full, got {self.base!r}")
+        c.require(self.lambda_distill >= 0, "lambda_distill", f"must be >= 0 (0 turns distillation off), got {self.lambda_distill}")
+        c.require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings, used by lora, hybrid and hybrid_shared (and the LoRA baselines)."""
@@ -293,6 +428,10 @@ class MethodConfig:
     """Settings of the EWC baseline."""
     olora: OLoraConfig = field(default_factory=OLoraConfig)
     """Settings of the O-LoRA baseline."""
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    """Settings of the merging baselines (merge_linear, merge_ties, merge_dare)."""
+    lwf: LwfConfig = field(default_factory=LwfConfig)
+    """Settings of the LwF (learning without forgetting) baseline."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +520,12 @@ class EvalConfig:
     """Wall-clock limit per executed program (seconds)."""
     exec_max_problems: int | None = None
     """Evaluate only the first N problems of each benchmark (None = all)."""
+    routing: str = "oracle"
+    """`oracle`: every task is evaluated with its own modules (the task id is given, as in the study).
+    `router`: also evaluated without the task id: each example goes to the modules of the task the router
+    picks from its input alone (`codecl.routing`: nearest task prototype of the frozen base's mean-pooled
+    input states, each task's prototype learned from its training inputs when it is trained); results carry
+    `routed_scores` and `routing_accuracy` beside the oracle `scores`."""
 
     def __post_init__(self):
         c = _Checks("eval.")
@@ -399,9 +544,28 @@ class EvalConfig:
                       f"language {language!r} cannot be executed; supported: {', '.join(EXEC_LANGUAGES)}")
             c.require(language not in seen, "exec_benchmarks", f"names {language!r} twice")
             seen.add(language)
+        c.require(self.routing in ("oracle", "router"), "routing", f"must be oracle or router, got {self.routing!r}")
         c.require(self.exec_timeout_s > 0, "exec_timeout_s", f"must be > 0, got {self.exec_timeout_s}")
         c.require(self.exec_max_problems is None or self.exec_max_problems > 0, "exec_max_problems",
                   f"must be positive or null, got {self.exec_max_problems}")
+        c.raise_if_any()
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None
+    """A running Ray cluster (`ray://host:10001` or `host:6379`, as `ray.init(address=...)`); None = start a local Ray
+    for the run. Trials write into the run folder, so on a cluster it must be on a filesystem every node mounts."""
+    trial_gpus: float = 0.0
+    """GPUs per trial; fractions pack several small trials on one GPU (0.25 = four)."""
+    trial_cpus: float = 1.0
+    """CPUs per trial (Ray schedules as many trials at once as the CPUs allow)."""
+
+    def __post_init__(self):
+        c = _Checks("ray.")
+        c.require(self.trial_gpus >= 0, "trial_gpus", f"must be >= 0, got {self.trial_gpus}")
+        c.require(self.trial_cpus > 0, "trial_cpus", f"must be > 0, got {self.trial_cpus}")
+        c.require(self.address is None or bool(self.address.strip()), "address", "must be a Ray address or null")
         c.raise_if_any()
 
 
@@ -425,6 +589,16 @@ class RunConfig:
     """Training settings."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
+    orders: int = 1
+    """Task orders per method × seed: the given `tasks` order first, then seeded permutations (`codecl.orders`);
+    each run records its `order`. Ignored when `task_orders` is given."""
+    task_orders: tuple[tuple[str, ...], ...] = ()
+    """Explicit task orders (each a permutation of `tasks`), e.g. `[[python, javascript], [javascript, python]]`."""
+    launcher: str = "local"
+    """`local`: the grid's runs one after another in this process; `ray`: every (method, seed, order) run as a
+    Ray task, on a local Ray started for the run or the cluster at `ray.address` (`codecl.launchers`)."""
+    ray: RayConfig = field(default_factory=lambda: RayConfig())
+    """Ray launcher settings."""
     sweep: tuple[str, ...] = ()
     """`KEY=V1,V2,...` items (dotted config keys, e.g. `method.lora.rank=4,8,16`): `codecl run` then runs
     one complete run per combination of values, each in `output_dir/KEY=V,...`, and writes
@@ -437,10 +611,20 @@ class RunConfig:
             c.require(bool(sep) and bool(key.strip()) and bool(values.strip(",").strip()), "sweep",
                       f"items must be KEY=V1,V2,... (e.g. method.lora.rank=4,8,16), got {item!r}")
             c.require(key.strip() not in ("sweep", "output_dir"), "sweep", f"cannot sweep {key.strip()!r}")
-        c.require(len(self.tasks) >= 1, "tasks", "must name at least one language")
-        unknown = [t for t in self.tasks if t not in LANGUAGES]
-        c.require(not unknown, "tasks", f"has unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
-        c.require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a language")
+        c.require(len(self.tasks) >= 1, "tasks", "must name at least one task")
+        unknown = [t for t in self.tasks if t not in LANGUAGES and t not in self.data.tasks]
+        c.require(not unknown, "tasks", f"has unknown task(s) {unknown}; known: the languages {', '.join(LANGUAGES)}"
+                  f"{', the tasks of data.tasks ' + ', '.join(self.data.tasks) if self.data.tasks else ''} — define your own with "
+                  f"--tasks NAME=PATH or data.tasks")
+        c.require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a task")
+        c.require(self.orders >= 1, "orders", f"must be >= 1, got {self.orders}")
+        if not self.task_orders:
+            c.require(self.orders <= math.factorial(len(self.tasks)), "orders",
+                      f"asks for {self.orders} orders but {len(self.tasks)} tasks have only {math.factorial(len(self.tasks))}")
+        for i, order in enumerate(self.task_orders):
+            c.require(sorted(order) == sorted(self.tasks), f"task_orders[{i}]", f"must be a permutation of tasks {list(self.tasks)}, got {list(order)}")
+        c.require(len(set(self.task_orders)) == len(self.task_orders), "task_orders", "must not repeat an order")
+        c.require(self.launcher in ("local", "ray"), "launcher", f"must be local or ray, got {self.launcher!r}")
         unknown = [m for m in self.methods if m not in METHOD_NAMES + BASELINE_NAMES]
         c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHOD_NAMES + BASELINE_NAMES)}")
         c.require(len(set(self.methods)) == len(self.methods), "methods", "must not repeat a method")
@@ -470,13 +654,26 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError:
                 pass
         return _convert(value, non_none[-1], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of name: settings, got {type(value).__name__}")
+        _, item_type = typing.get_args(annotation)
+        errors, converted = [], {}
+        for name, item in value.items():
+            try:
+                converted[str(name)] = _convert(item, item_type, f"{key}.{name}")
+            except ConfigError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return converted
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {type(value).__name__}")
         item_type = typing.get_args(annotation)[0]
-        return tuple(_convert(v, item_type, key) for v in value)
+        return tuple(_convert(v, item_type, f"{key}[{i}]" if typing.get_origin(item_type) is tuple else key) for i, v in enumerate(value))
     if annotation is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
@@ -599,7 +796,30 @@ def load_config(preset: str | None = None, config_file: str | None = None, overr
     for key, value in top_level.items():
         if value is not None:
             data[key] = value
+    if isinstance(data.get("tasks"), (list, tuple)):
+        data["tasks"] = _user_task_entries(data, list(data["tasks"]))
     return from_dict(data)
+
+
+def _user_task_entries(data: dict, entries: list) -> list:
+    """`NAME=PATH` entries of `tasks` (SPEC `--tasks`) become `data.tasks.NAME.path = PATH`; the names stay in `tasks`."""
+    names = []
+    for entry in entries:
+        if isinstance(entry, str) and "=" in entry:
+            name, _, path = (part.strip() for part in entry.partition("="))
+            if not name or not path:
+                raise ConfigError(f"tasks: {entry!r} must be NAME=PATH (a folder with train/valid/test files, or one data file)")
+            section = data.setdefault("data", {})
+            if not isinstance(section, dict):
+                raise ConfigError("data must be a mapping")
+            defined = section.setdefault("tasks", {})
+            if not isinstance(defined, dict):
+                raise ConfigError("data.tasks must be a mapping of name: settings")
+            defined[name] = {**(defined.get(name) or {}), "path": str(Path(path).expanduser().absolute())}
+            names.append(name)
+        else:
+            names.append(entry)
+    return names
 
 
 def _deep_update(dst: dict, src: dict) -> None:

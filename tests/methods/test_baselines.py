@@ -8,6 +8,8 @@ from codecl.errors import ConfigError
 from codecl.methods.build import build_model
 from codecl.methods.ewc import EwcPenalty, fisher_diagonal
 from codecl.methods.mixing import Stage, replay_buffer
+from codecl.methods.lwf import LwfModel
+from codecl.methods.merging import MergeModel
 from codecl.methods.olora import OLoraModel, orthogonality_penalty
 from codecl.methods.shared import SharedModel
 from codecl.train import train_task
@@ -217,9 +219,12 @@ def test_olora_adapters_are_plain_peft_folders(tmp_path):
 
 
 @pytest.mark.parametrize("method,kind", [("sequential_ft", SharedModel), ("joint", SharedModel), ("replay", SharedModel),
-                                         ("ewc", SharedModel), ("olora", OLoraModel)])
+                                         ("ewc", SharedModel), ("olora", OLoraModel), ("merge_linear", MergeModel),
+                                         ("merge_ties", MergeModel), ("merge_dare", MergeModel), ("lwf", LwfModel)])
 def test_every_baseline_is_registered(method, kind):
-    assert isinstance(model(method), kind)
+    from codecl.config import BASELINE_NAMES
+
+    assert isinstance(model(method), kind) and method in BASELINE_NAMES
 
 
 def test_params_reports_the_baselines():

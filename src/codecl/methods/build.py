@@ -15,6 +15,8 @@ from torch import nn
 from codecl.data.batching import EncodedPairs
 from codecl.methods.continual import ContinualModel
 from codecl.methods.mixing import Stage
+from codecl.methods.lwf import LwfModel
+from codecl.methods.merging import MergeModel
 from codecl.methods.olora import OLoraModel
 from codecl.methods.registry import METHODS, MethodSpec
 from codecl.methods.shared import SharedModel
@@ -41,7 +43,8 @@ class ContinualLearner(Protocol):
     def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None: ...
 
 
-MODEL_KINDS: dict[str, type] = {"modules": ContinualModel, "olora": OLoraModel, "shared": SharedModel}
+MODEL_KINDS: dict[str, type] = {"modules": ContinualModel, "olora": OLoraModel, "shared": SharedModel, "merge": MergeModel,
+                               "lwf": LwfModel}
 
 
 def build_model(base: nn.Module, method: str | MethodSpec, method_cfg, base_info: BaseInfo) -> ContinualLearner:

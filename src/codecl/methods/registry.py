@@ -16,10 +16,17 @@ Baselines run in the same harness (same data, evaluation and report):
 | replay        | one LoRA adapter (or the whole model) carried across tasks | a small buffer of earlier tasks' examples mixed in |
 | ewc           | one LoRA adapter (or the whole model) carried across tasks | λ/2 Σ F (θ − θ*)² (Kirkpatrick et al. 2017) |
 | olora         | a new LoRA adapter per task; earlier ones frozen and summed | ‖A_s A_tᵀ‖² orthogonality (O-LoRA, arXiv 2310.14152) |
+| merge_linear  | a new LoRA adapter per task (as `lora`)       | all adapters merged after each stage: Σ w_t ΔW_t (task arithmetic; PEFT `cat`) |
+| merge_ties    | a new LoRA adapter per task (as `lora`)       | TIES merge (trim, elect sign, disjoint mean; PEFT `ties_svd`) |
+| merge_dare    | a new LoRA adapter per task (as `lora`)       | DARE merge (drop and rescale, then sum; PEFT `dare_linear_svd`) |
+| lwf           | one LoRA adapter (or the whole model) carried across tasks | λ T² KL(previous model ‖ model) on the new task's inputs (Li & Hoiem 2017) |
 
 `kind` picks the model class that implements a spec (`codecl.methods.build.MODEL_KINDS`):
-`modules` (`ContinualModel`), `olora` (`OLoraModel`) or `shared` (`SharedModel`, one set of
-weights carried across tasks, set up by the spec's `plan`).
+`modules` (`ContinualModel`), `olora` (`OLoraModel`), `shared` (`SharedModel`, one set of
+weights carried across tasks, set up by the spec's `plan`), `merge` (`MergeModel`,
+`codecl.methods.merging`) or `lwf` (`LwfModel`, a `SharedModel` with distillation, `codecl.methods.lwf`).
+The merging methods evaluate every task with the merged adapter (no task id) and declare no
+`first_stage_as`: their first stage is scored with the merged (rescaled) adapter, not bit-identical to `lora`.
 """
 from __future__ import annotations
 
@@ -54,7 +61,8 @@ class MethodSpec:
     """None, `per_task` or `shared`."""
     description: str
     kind: str = "modules"
-    """Model class: `modules` (ContinualModel), `olora` (OLoraModel) or `shared` (SharedModel)."""
+    """Model class: `modules` (ContinualModel), `olora` (OLoraModel), `shared` (SharedModel), `merge` (MergeModel)
+    or `lwf` (LwfModel)."""
     plan: Callable | None = None
     """For `shared`: method config -> SharedPlan."""
     first_stage_as: str | None = None
@@ -103,3 +111,9 @@ METHODS.register(MethodSpec("ewc", False, None, "one adapter (or the whole model
                                                                      fisher_batches=c.ewc.fisher_batches)))
 METHODS.register(MethodSpec("olora", True, None, "per-task LoRA, earlier adapters frozen and summed, orthogonal A matrices",
                             kind="olora"))
+METHODS.register(MethodSpec("merge_linear", True, None, "per-task LoRA adapters merged after each stage by task arithmetic",
+                            kind="merge"))
+METHODS.register(MethodSpec("merge_ties", True, None, "per-task LoRA adapters merged after each stage by TIES", kind="merge"))
+METHODS.register(MethodSpec("merge_dare", True, None, "per-task LoRA adapters merged after each stage by DARE", kind="merge"))
+METHODS.register(MethodSpec("lwf", False, None, "one adapter (or the whole model) with learning-without-forgetting distillation",
+                            kind="lwf", plan=lambda c: SharedPlan(c.lwf.base)))
