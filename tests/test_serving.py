@@ -430,26 +430,26 @@ def test_http_both_languages_answer_with_the_api_code(server, generator, evaluat
     ({"language": "python", "prompt": "x", "max_new_tokens": 0}, "max_new_tokens"),
     ({"language": "python", "prompt": "x", "temperature": 0.7}, "temperature"),
 ])
-def test_http_bad_body_is_422_naming_the_field(server, payload, field):
+def test_http_bad_body_is_400_naming_the_field(server, payload, field):
     status, body = server.request("/v1/generate", payload)
-    assert status == 422
-    assert body["fields"] == [field] and f"{field}: " in body["error"]
+    assert status == 400
+    assert body["error"]["param"] == field and f"{field}: " in body["error"]["message"]
 
 
-def test_http_body_that_is_not_json_is_422(server):
+def test_http_body_that_is_not_json_is_400(server):
     status, body = server.request("/v1/generate", raw=b"{not json")
-    assert status == 422 and body["fields"] == ["body"] and "JSON" in body["error"]
+    assert status == 400 and body["error"]["param"] == "body" and "JSON" in body["error"]["message"]
 
 
 def test_http_unknown_language_is_404_listing_the_known_ones(server):
     status, body = server.request("/v1/generate", {"language": "rust", "prompt": "Add two numbers."})
     assert status == 404
-    assert "python, javascript" in body["error"] and body["known"] == LANGUAGES
+    assert "python, javascript" in body["error"]["message"] and body["error"]["param"] == "language"
 
 
 def test_http_oversize_prompt_is_413(server):
     status, body = server.request("/v1/generate", {"language": "python", "prompt": "x" * 4001})
-    assert status == 413 and "4000" in body["error"]
+    assert status == 413 and "4000" in body["error"]["message"]
     status, body = server.request("/v1/generate", {"language": "python", "prompt": "x" * 100_000})
     assert status == 413  # refused from Content-Length, before parsing
 
@@ -471,6 +471,84 @@ def test_http_concurrent_requests_are_batched(server, evaluation):
     after = server.get("/v1/stats")[1]
     requests, batches = after["requests"] - before["requests"], after["batches"] - before["batches"]
     assert requests == 8 and batches < requests, after
+
+
+# ---------------------------------------------------------------- OpenAI-compatible API (real model)
+
+
+def _long_prompts(evaluation, language, k=2):
+    """Validation prompts the smoke model writes more than a few tokens for."""
+    prompts, codes = evaluation[language]
+    return [p for p, c in zip(prompts, codes) if len(c) > 10][:k]
+
+
+def test_http_openai_completions_match_the_api(server, generator, evaluation):
+    status, body = server.get("/v1/models")
+    assert status == 200 and [m["id"] for m in body["data"]] == [f"{METHOD}/{language}" for language in LANGUAGES]
+    prompt = _long_prompts(evaluation, "javascript", 1)[0]
+    full, short = generator.generate_records([prompt], "javascript")[0], generator.generate_records([prompt], "javascript", 2)[0]
+    assert short.truncated and short.completion_tokens == 2
+    for max_tokens, record in ((None, full), (2, short)):
+        status, body = server.request("/v1/completions", {"model": f"{METHOD}/javascript", "prompt": prompt, "max_tokens": max_tokens,
+                                                          "temperature": 0})
+        assert status == 200, body
+        choice = body["choices"][0]
+        assert choice["text"] == record.text and choice["finish_reason"] == ("length" if record.truncated else "stop")
+        assert body["usage"] == {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+                                 "total_tokens": record.prompt_tokens + record.completion_tokens}
+    status, body = server.request("/v1/chat/completions", {"model": f"{METHOD}/javascript",
+                                                           "messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
+    assert status == 200 and body["choices"][0]["message"] == {"role": "assistant", "content": short.text}
+    assert body["choices"][0]["finish_reason"] == "length"
+    status, body = server.request("/v1/completions", {"model": f"{METHOD}/python", "prompt": "x", "temperature": 0.8})
+    assert status == 400 and body["error"]["param"] == "temperature" and "temperature" in body["error"]["message"]
+
+
+def test_http_mixed_budgets_in_one_batch_give_what_each_gets_alone(server, generator, evaluation):
+    prompts = _long_prompts(evaluation, "python")
+    assert prompts, "the smoke model should write something for some python prompt"
+    jobs = [(prompts[0], 3), (prompts[-1], None), (prompts[0], 24), (prompts[-1], 1)]
+    alone = [generator.generate_records([p], "python", k)[0] for p, k in jobs]
+    before = server.get("/v1/stats")[1]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(lambda job: server.request("/v1/completions", {"model": f"{METHOD}/python", "prompt": job[0],
+                                                                                "max_tokens": job[1]}), jobs))
+    after = server.get("/v1/stats")[1]
+    assert after["batches"] - before["batches"] < len(jobs), after  # different budgets shared a batch
+    for (status, body), record in zip(answers, alone):
+        assert status == 200 and body["choices"][0]["text"] == record.text
+        assert body["choices"][0]["finish_reason"] == ("length" if record.truncated else "stop")
+    assert alone[0].text != alone[2].text and alone[0].truncated  # the budgets matter for this prompt
+
+
+def test_http_answers_name_no_local_path(server, run_dir, cache):
+    for path in ("/openapi.json", "/healthz", "/v1/tasks", "/v1/models", "/v1/stats", "/nowhere"):
+        request = urllib.request.Request(server.url + path)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode()
+        for folder in (str(run_dir), str(cache), str(run_dir.parent)):
+            assert folder not in text, (path, folder)
+
+
+def test_openai_client_against_the_live_server(server, generator, evaluation):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list().data] == [f"{METHOD}/{language}" for language in LANGUAGES]
+    prompt = _long_prompts(evaluation, "python", 1)[0]
+    record = generator.generate_records([prompt], "python", 4)[0]
+    completion = client.completions.create(model=f"{METHOD}/python", prompt=prompt, max_tokens=4, temperature=0)
+    assert completion.choices[0].text == record.text and completion.choices[0].finish_reason == ("length" if record.truncated else "stop")
+    assert completion.usage.completion_tokens == record.completion_tokens
+    chat = client.chat.completions.create(model=f"{METHOD}/python", messages=[{"role": "user", "content": prompt}], max_tokens=4)
+    assert chat.choices[0].message.content == record.text and chat.choices[0].message.role == "assistant"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=f"{METHOD}/python", prompt=prompt, temperature=0.5)
+    assert info.value.body["param"] == "temperature"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="lora/rust", prompt=prompt)
 
 
 # ---------------------------------------------------------------- micro-batcher (no model)

@@ -1,5 +1,5 @@
 """The HTTP server's edges with a stand-in generator (no model): lone surrogates, chunked
-oversize bodies, a full queue, the API key."""
+oversize bodies, a full queue, the API key (errors in OpenAI's shape: see test_serving_hardening)."""
 from __future__ import annotations
 
 import json
@@ -68,11 +68,11 @@ def server():
     s.close()
 
 
-def test_lone_surrogates_are_a_422_in_the_error_shape(server):
+def test_lone_surrogates_are_a_400_in_the_error_shape(server):
     for body in (b'{"language": "python", "prompt": "x\\ud800y"}', b'{"language": "\\udfff", "prompt": "x"}',
                  b'{"language": "python", "prompt": 5, "x": "\\ud800"}'):
         status, headers, answer = server.request("/v1/generate", body)
-        assert status == 422 and isinstance(answer["error"], str), (body, answer)
+        assert status == 400 and isinstance(answer["error"]["message"], str), (body, answer)
     status, _, answer = server.request("/v1/generate", b'{"language": "python", "prompt": "ok"}')
     assert status == 200 and answer["code"] == "# python: ok"
 
@@ -100,7 +100,7 @@ def chunked_post(port: int, chunks: list[bytes]) -> tuple[int, dict]:
 
 def test_chunked_oversize_body_is_413_while_reading(server):
     status, answer = chunked_post(server.port, [b'{"language": "python", "prompt": "' + b"x" * 1000] * 200)
-    assert status == 413 and "over the limit" in answer["error"]
+    assert status == 413 and "over the limit" in answer["error"]["message"]
     status, answer = chunked_post(server.port, [b'{"language": "python", ', b'"prompt": "small"}'])
     assert status == 200 and answer["code"] == "# python: small"
 
@@ -119,7 +119,7 @@ def test_a_full_queue_is_503_with_retry_after():
             t.start()
             time.sleep(0.2)
         status, headers, answer = s.request("/v1/generate", b'{"language": "python", "prompt": "late"}')
-        assert status == 503 and headers.get("Retry-After") == "1" and "busy" in answer["error"]
+        assert status == 503 and headers.get("Retry-After") == "1" and "busy" in answer["error"]["message"]
         s.generator.release.set()
         for t in threads:
             t.join(10)
@@ -135,7 +135,7 @@ def test_api_key_guards_the_v1_routes():
         assert s.request("/v1/generate", body)[0] == 401
         assert s.request("/v1/generate", body, {"Authorization": "Bearer wrong"})[0] == 401
         status, headers, answer = s.request("/v1/tasks")
-        assert status == 401 and "API key" in answer["error"] and headers.get("WWW-Authenticate") == "Bearer"
+        assert status == 401 and "API key" in answer["error"]["message"] and headers.get("WWW-Authenticate") == "Bearer"
         assert s.request("/v1/generate", body, {"Authorization": "Bearer sesame"})[0] == 200
         assert s.request("/v1/generate", body, {"X-API-Key": "sesame"})[0] == 200
         assert s.request("/healthz")[0] == 200
@@ -143,16 +143,16 @@ def test_api_key_guards_the_v1_routes():
         s.close()
 
 
-def test_error_shapes_are_unchanged(server):
+def test_error_shapes(server):
     status, _, answer = server.request("/v1/generate", b'{"language": "python", "prompt": 5}')
-    assert status == 422 and answer["fields"] == ["prompt"] and "prompt: " in answer["error"] and answer["detail"]
+    assert status == 400 and answer["error"]["param"] == "prompt" and "prompt: " in answer["error"]["message"]
     status, _, answer = server.request("/v1/generate", b"{not json")
-    assert status == 422 and answer["fields"] == ["body"]
+    assert status == 400 and answer["error"]["param"] == "body" and answer["error"]["code"] == "invalid_json"
     status, _, answer = server.request("/v1/generate", b'{"language": "rust", "prompt": "x"}')
-    assert status == 404 and answer["known"] == ["python", "javascript"]
+    assert status == 404 and "known: python, javascript" in answer["error"]["message"]
     status, _, answer = server.request("/v1/generate", json.dumps({"language": "python", "prompt": "x" * 101}).encode())
-    assert status == 413 and "100" in answer["error"]
+    assert status == 413 and "100" in answer["error"]["message"]
     status, _, answer = server.request("/v1/generate", json.dumps({"language": "python", "prompt": "x" * 10_000}).encode())
-    assert status == 413 and "over the limit" in answer["error"]  # from Content-Length, before reading
+    assert status == 413 and "over the limit" in answer["error"]["message"]  # from Content-Length, before reading
     status, _, answer = server.request("/v1/stats")
     assert status == 200 and answer["max_queue"] == 256 and answer["waiting"] == 0

@@ -65,14 +65,21 @@ def _config_options(f):
 @_config_options
 @click.option("--output-dir", help="Run folder (default: the config's output_dir).")
 @click.option("--methods", help="Comma-separated methods: lora,full_layer,hybrid,hybrid_shared; baselines sequential_ft,joint,replay,ewc,olora.")
-@click.option("--tasks", help="Comma-separated task (language) sequence, e.g. python,javascript.")
+@click.option("--tasks", help="Comma-separated task sequence: languages (python,javascript,...), tasks of data.tasks, or NAME=PATH "
+              "(your own data: PATH/{train,valid,test}.jsonl|.csv|.parquet with fields input, target, optional language).")
+@click.option("--orders", type=click.IntRange(min=1), help="Run every method x seed on N task orders: the given one, then seeded permutations.")
+@click.option("--launcher", type=click.Choice(["local", "ray"]), help="local (default): runs one after another; ray: every run a Ray task.")
+@click.option("--ray-address", help="Ray cluster address for --launcher ray (default: start a local Ray).")
+@click.option("--trial-gpus", type=click.FloatRange(min=0), help="GPUs per Ray trial; fractions pack trials on one GPU (e.g. 0.25).")
+@click.option("--trial-cpus", type=click.FloatRange(min=0, min_open=True), help="CPUs per Ray trial (default 1).")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 42,43,44.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --output-dir; completed stages are kept.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (= --set train.num_threads=N); 1 helps on a busy machine.")
 @click.option("--sweep", "sweep", multiple=True, metavar="KEY=V1,V2,...",
               help="Run once per value (repeatable: every combination), each in OUTPUT_DIR/KEY=V; writes OUTPUT_DIR/sweep.md.")
-def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resume, quiet, threads, sweep):
+def run(preset, config_file, overrides, output_dir, methods, tasks, orders, launcher, ray_address, trial_gpus, trial_cpus, seeds, resume, quiet,
+        threads, sweep):
     """Train every method over the task sequence, evaluate after every stage, write the report."""
     from codecl.config import load_config
     from codecl.experiment import run_experiment
@@ -82,8 +89,10 @@ def run(preset, config_file, overrides, output_dir, methods, tasks, seeds, resum
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     overrides = list(overrides) + ([f"train.num_threads={threads}"] if threads else [])
+    ray_settings = {k: v for k, v in (("address", ray_address), ("trial_gpus", trial_gpus), ("trial_cpus", trial_cpus)) if v is not None}
+    overrides += [f"ray.{k}={json.dumps(v)}" for k, v in ray_settings.items()]
     cfg = load_config(preset, config_file, overrides, output_dir=output_dir, methods=_csv(methods), tasks=_csv(tasks), seeds=seed_list,
-                      sweep=list(sweep) or None)
+                      sweep=list(sweep) or None, orders=orders, launcher=launcher)
     if cfg.sweep:
         from codecl.sweep import run_sweep
 
@@ -275,11 +284,14 @@ def generate(run_dir, prompt, method, seed, device, language, input_file, max_ne
               help="Requests that may wait for a batch; more get 503 with Retry-After.")
 @click.option("--api-key", envvar="CODECL_API_KEY", default=None,
               help="Require `Authorization: Bearer KEY` on /v1/ routes (also read from $CODECL_API_KEY; /healthz stays open).")
+@click.option("--request-timeout-s", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="A request not answered by then gets 504 and is dropped (taken out of the queue if still waiting).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's; 1 helps on a busy machine).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
-def serve(run_dir, method, seed, device, host, port, max_batch, max_wait_ms, max_prompt_chars, max_queue, api_key, threads,
-          log_level):
-    """Serve a finished run over HTTP: POST /v1/generate, GET /v1/tasks, GET /healthz."""
+def serve(run_dir, method, seed, device, host, port, max_batch, max_wait_ms, max_prompt_chars, max_queue, api_key, request_timeout_s,
+          threads, log_level):
+    """Serve a finished run over HTTP: POST /v1/generate, the OpenAI-compatible GET /v1/models, POST /v1/completions
+    and POST /v1/chat/completions (model ids METHOD/TASK), GET /v1/tasks, GET /healthz."""
     from codecl.serve.generator import load
     from codecl.serve.server import require_dependencies, serve as run_server
 
@@ -292,7 +304,25 @@ def serve(run_dir, method, seed, device, host, port, max_batch, max_wait_ms, max
         torch.set_num_threads(threads)
     generator = load(run_dir, method=method, seed=seed, device=device)
     run_server(generator, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, max_prompt_chars=max_prompt_chars,
-               log_level=log_level, max_queue=max_queue, api_key=api_key)
+               log_level=log_level, max_queue=max_queue, api_key=api_key, request_timeout_s=request_timeout_s)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--method", required=True, help="Method whose modules to export (e.g. lora, hybrid, olora, joint).")
+@click.option("--task", required=True, help="Task (language) whose model to export; for joint also `joint`.")
+@click.option("--output", required=True, type=click.Path(), help="New or empty folder (or an earlier export, replaced).")
+@click.option("--seed", type=int, help="Seed of the run (default: the best final average BLEU).")
+def export(run_dir, method, task, output, seed):
+    """Write TASK's model of a run as a plain save_pretrained folder (LoRA merged, inserted block as a layer)."""
+    from codecl.export import export_model
+
+    info = export_model(run_dir, method, task, output, seed=seed)
+    if info["replaced"]:
+        click.echo(f"replaced the earlier export in {output}", err=True)
+    layer = info["inserted_layer"]
+    click.echo(f"exported {info['method']} seed {info['seed']} task {info['task']}: {info['parameters']:,} parameters"
+               + (f", inserted {layer['stack']} layer {layer['index']}" if layer else "") + f" -> {output}")
 
 
 def main() -> None:
