@@ -135,3 +135,28 @@ def test_wrong_routes_are_regenerated_with_the_routed_modules(tmp_path, inproc_c
     # the routed cell is the mean over the routed examples' own losses, token-weighted: close to their plain mean,
     # and equal to stage 1's javascript cell, where javascript was scored with python's adapter too
     assert lora["routed_scores"]["loss"][2][1] == pytest.approx(lora["scores"]["loss"][1][1], abs=1e-9)
+
+
+def test_served_requests_without_a_language_are_routed(stream, tmp_path):
+    """`codecl serve` on the stream's run: a request naming no task goes where the router sends it, and gets
+    exactly what naming that task gives; the OpenAI model id METHOD routes each prompt of a list."""
+    pytest.importorskip("fastapi")
+    from test_serving import Server
+
+    out, _ = stream
+    cache = tmp_path / "cache"
+    server = Server(out, cache, tmp_path / "serve.log", "--method", "lora", "--seed", "1")
+    try:
+        prompts = {"gen": "compute sum total values list add 7", "web": "render button click style page widget 7",
+                   "doc": "def g(x):\n    return x * 7"}
+        for task, prompt in prompts.items():
+            status, routed = server.request("/v1/generate", {"prompt": prompt})
+            assert status == 200 and routed["routed"] is True and routed["language"] == task, routed
+            status, named = server.request("/v1/generate", {"prompt": prompt, "language": task})
+            assert status == 200 and named["code"] == routed["code"] and named["routed"] is False
+        status, body = server.request("/v1/completions", {"model": "lora", "prompt": list(prompts.values()), "max_tokens": 4})
+        assert status == 200 and [c["task"] for c in body["choices"]] == list(prompts) and body["model"] == "lora"
+        status, models = server.get("/v1/models")
+        assert any(m["id"] == "lora" and m.get("routed") for m in models["data"])
+    finally:
+        server.stop()

@@ -30,7 +30,7 @@ from codecl.evaluation.generate import generate_with_flags
 from codecl.fileio import verify_manifest
 from codecl.methods.build import ContinualLearner, build_model
 from codecl.model.base import load_base
-from codecl.results import is_complete, is_joint, load_results
+from codecl.results import is_complete, is_joint, load_results, run_path
 
 
 class Generator:
@@ -136,6 +136,46 @@ class Generator:
             raise _Unmapped
         return [Generation(text, truncated=proxy.rows[i][0], prompt_tokens=len(keys[i]), completion_tokens=proxy.rows[i][1],
                            max_new_tokens=budgets[i]) for i, (text, _) in enumerate(outputs)]
+
+    def route(self, prompts: list[str]) -> list[str]:
+        """The served language each description is routed to when a request names none (`codecl.routing`):
+        the run's `router.safetensors` (written by `eval.routing=router`), else a router learned now from the
+        run's training inputs of every served language. Features come from the bare base (every module off)."""
+        from codecl.routing import embed_rows
+
+        router = self._router()
+        keys = self._source_ids(list(prompts))
+        with self._lock:
+            self.model.activate(None)
+            features = embed_rows(self.model.base, keys, self.tokenizer.pad_token_id, self.device, self.cfg.eval.batch_size)
+        return router.route(features, [t for t in router.tasks if t in self.languages])
+
+    def _router(self):
+        if getattr(self, "_router_cache", None) is not None:
+            return self._router_cache
+        from codecl.routing import ROUTER_FILE, Router, embed_rows, input_rows
+
+        path = self.run_dir / ROUTER_FILE
+        router = None
+        if path.is_file():
+            router, extra = Router.load(path)
+            if extra.get("base_fingerprint") not in (None, self.model.base_info.fingerprint) or not set(self.languages) <= set(router.tasks):
+                router = None  # another base, or not every served language: learn it again
+        if router is None:
+            from codecl.data.batching import encode_pairs
+            from codecl.data.tasks import load_pairs
+
+            router = Router()
+            with self._lock:
+                self.model.activate(None)
+                for task in self.languages:
+                    pairs = load_pairs(self.cfg.data, task, "train")
+                    encoded = encode_pairs(self.tokenizer, [p.source for p in pairs], [p.target for p in pairs],
+                                           self.cfg.data.max_source_tokens, self.cfg.data.max_target_tokens)
+                    router.learn(task, embed_rows(self.model.base, input_rows(encoded), self.tokenizer.pad_token_id, self.device,
+                                                  self.cfg.eval.batch_size))
+        self._router_cache = router
+        return router
 
     def describe(self) -> dict:
         """The served method/seed and languages, the base, and every method of the run (no local paths: it is served over HTTP)."""
@@ -278,7 +318,7 @@ def load(run_dir: str | Path, method: str | None = None, seed: int | None = None
         raise AdapterMismatchError(f"{run_dir / 'results.json'}: the run was trained on base fingerprint {recorded}, "
                                    f"but {cfg.model.name!r} loads as {info.fingerprint}")
     model = build_model(base, run["method"], cfg.method, info)
-    model.load_stages(run_dir / run["method"] / f"seed-{run['seed']}", run["stages"][1:])
+    model.load_stages(run_path(run_dir, run), run["stages"][1:])
     target = pick_device(device or cfg.train.device)
     model.to(target).eval()
     return Generator(run_dir, results, run, model, tokenizer, cfg, target)

@@ -1,6 +1,6 @@
 """The HTTP JSON API over a `Generator` (FastAPI + uvicorn): `codecl serve RUN_DIR`.
 
-    POST /v1/generate          {"language", "prompt", "max_new_tokens"?} -> {"code", "language", "method", "latency_ms"}
+    POST /v1/generate          {"language"?, "prompt", "max_new_tokens"?} -> {"code", "language", "method", "latency_ms", "routed"}
     GET  /v1/models            OpenAI: one model a trained task of the served method, id "METHOD/TASK"
     POST /v1/completions       OpenAI: {"model", "prompt": str | [str], "max_tokens"?, "temperature"? (0), "n"? (1), "stop"?}
     POST /v1/chat/completions  OpenAI: {"model", "messages": [...]}; the last user message is the description
@@ -9,7 +9,9 @@
     GET  /healthz              {"status": "ok", ...}
 
 Model ids are `METHOD/TASK` (`hybrid/python`), as vLLM names a LoRA module; a bare task name
-(`python`) is accepted too. Decoding is greedy (the run's evaluation): `temperature` other than 0,
+(`python`) is accepted too. Task-free requests (`codecl.routing`): the model id `METHOD` (or `auto`),
+and a /v1/generate body without `language`, send each prompt to the task the router picks from the
+prompt alone; the response names it (`language`, `routed: true`; a completion choice's `task`). Decoding is greedy (the run's evaluation): `temperature` other than 0,
 `top_p` other than 1, `n`/`best_of` other than 1, `stream`, `echo` and `logprobs` are a 400
 naming the field. `finish_reason` is "length" when decoding stopped at the token budget, else "stop".
 
@@ -58,6 +60,8 @@ REQUEST_TIMEOUT_S = 120.0
 """Default of `request_timeout_s`: longer waits get 504."""
 
 MAX_PROMPTS = 64
+ROUTED = "\0routed"
+"""`task_of`'s answer for the model ids `METHOD`, `METHOD/auto` and `auto`: every prompt goes where the router sends it."""
 """Most prompts in one /v1/completions request."""
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -234,7 +238,8 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
 
     class GenerateRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
-        language: str = Field(min_length=1, description="A trained language, e.g. python (see GET /v1/tasks).")
+        language: str | None = Field(default=None, min_length=1, description="A trained language, e.g. python (see GET /v1/tasks); "
+                                     "left out: the router picks it from the prompt (codecl.routing).")
         prompt: str = Field(min_length=1, description=f"Natural-language description of the code (at most {max_prompt_chars} characters).")
         max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS_LIMIT,
                                            description="Generation budget; default: the run's eval.max_new_tokens.")
@@ -244,6 +249,7 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
         language: str
         method: str
         latency_ms: float
+        routed: bool = False
 
     Number = Annotated[float, Strict()]
     Budget = Annotated[int, Strict(), Field(ge=1, le=MAX_NEW_TOKENS_LIMIT)]
@@ -338,8 +344,8 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
         jobs: list[asyncio.Future] = []
         watcher = asyncio.ensure_future(_client_gone(request))
         try:
-            for prompt in prompts:
-                jobs.append(asyncio.ensure_future(batcher.submit(prompt, language, budget)))
+            for i, prompt in enumerate(prompts):  # `language`: one for all, or one per prompt (routed requests)
+                jobs.append(asyncio.ensure_future(batcher.submit(prompt, language[i] if isinstance(language, list) else language, budget)))
                 await asyncio.sleep(0)  # let it queue (or fail at once on a full queue)
                 if jobs[-1].done() and jobs[-1].exception() is not None:
                     break
@@ -383,9 +389,14 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
     @app.post("/v1/generate", response_model=GenerateResponse)
     async def generate_code(body: GenerateRequest, request: Request):
         started = time.perf_counter()
-        bad = [name for name in ("language", "prompt") if _has_lone_surrogate(getattr(body, name))]
+        bad = [name for name in ("language", "prompt") if getattr(body, name) is not None and _has_lone_surrogate(getattr(body, name))]
         if bad:
             return _error(400, f"invalid request: {bad[0]}: a lone UTF-16 surrogate is not text", param=bad[0], code="invalid_value")
+        routed = body.language is None
+        if routed:
+            if (refused := check_prompts([body.prompt], "prompt")) is not None:
+                return refused
+            body.language = (await asyncio.to_thread(generator.route, [body.prompt]))[0]
         if body.language not in generator.tasks:
             return _error(404, f"unknown language {body.language!r}; known: {', '.join(generator.tasks)}", param="language",
                           code="unknown_language")
@@ -395,7 +406,7 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
         if not isinstance(records, list):
             return records
         return GenerateResponse(code=records[0].text, language=body.language, method=generator.method,
-                                latency_ms=round((time.perf_counter() - started) * 1000, 3))
+                                latency_ms=round((time.perf_counter() - started) * 1000, 3), routed=routed)
 
     def unsupported(body) -> object | None:
         """A 400 for an option this server cannot honour (decoding is greedy, one choice, no streaming)."""
@@ -417,7 +428,18 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
         return None
 
     def task_of(model: str) -> str | None:
+        """The task a model id names; ROUTED for the method's own name or `auto` (the router picks per prompt)."""
+        if model in (generator.method, "auto", f"{generator.method}/auto"):
+            return ROUTED
         return models.get(model) or (model if model in generator.tasks else None)
+
+    async def tasks_for(task: str, prompts: list[str]) -> str | list[str]:
+        return await asyncio.to_thread(generator.route, prompts) if task == ROUTED else task
+
+    def model_name(task: str | list[str]) -> str:
+        if isinstance(task, list):
+            return f"{generator.method}/{task[0]}" if len(set(task)) == 1 else generator.method
+        return f"{generator.method}/{task}"
 
     def unknown_model(model: str):
         return _error(404, f"unknown model {model!r}; served: {', '.join(models)} (GET /v1/models)", param="model",
@@ -442,13 +464,18 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
     async def list_models():
         return {"object": "list",
                 "data": [{"id": name, "object": "model", "created": created, "owned_by": "codecl", "method": generator.method,
-                          "seed": generator.seed, "task": task} for name, task in models.items()]}
+                          "seed": generator.seed, "task": task} for name, task in models.items()]
+                + [{"id": generator.method, "object": "model", "created": created, "owned_by": "codecl", "method": generator.method,
+                    "seed": generator.seed, "task": None, "routed": True}]}
 
     @app.get("/v1/models/{model:path}")
     async def get_model(model: str):
         task = task_of(model)
         if task is None:
             return unknown_model(model)
+        if task == ROUTED:
+            return {"id": generator.method, "object": "model", "created": created, "owned_by": "codecl", "method": generator.method,
+                    "seed": generator.seed, "task": None, "routed": True}
         name = f"{generator.method}/{task}"
         return {"id": name, "object": "model", "created": created, "owned_by": "codecl", "method": generator.method,
                 "seed": generator.seed, "task": task}
@@ -465,15 +492,17 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
                           code="invalid_value")
         if (refused := check_prompts(prompts, "prompt")) is not None:
             return refused
+        task = await tasks_for(task, prompts)
         records = await run(request, prompts, task, body.max_tokens)
         if not isinstance(records, list):
             return records
         choices = []
         for i, record in enumerate(records):
             text, reason = finish(record, body.stop)
-            choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": reason})
+            choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": reason,
+                            **({"task": task[i]} if isinstance(task, list) else {})})
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": f"{generator.method}/{task}", "choices": choices, "usage": usage(records)}
+                "model": model_name(task), "choices": choices, "usage": usage(records)}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
@@ -490,12 +519,13 @@ def create_app(generator: Generator, max_batch: int = 8, max_wait_ms: float = 10
                           param="messages", code="invalid_value")
         if (refused := check_prompts([content], "messages")) is not None:
             return refused
+        task = await tasks_for(task, [content])
         records = await run(request, [content], task, body.max_completion_tokens or body.max_tokens)
         if not isinstance(records, list):
             return records
         text, reason = finish(records[0], body.stop)
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": f"{generator.method}/{task}",
+                "model": model_name(task),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}],
                 "usage": usage(records)}
 
