@@ -74,8 +74,10 @@ class UserTaskConfig:
     """The hub dataset's split names for train, valid and test; a dataset with only one split: give one name
     and the rows are split by `split_fractions`."""
     embedded: bool = False
-    """Instead of `path`/`hub_dataset`: the embedded corpus of `language` (CodeSearchNet format; its own splits),
-    usually narrowed by `match` — e.g. a domain-incremental stream of standard-library areas."""
+    """Instead of `path`/`hub_dataset`: the embedded corpus of `language` (CodeSearchNet format), usually narrowed by
+    `match` — e.g. a domain-incremental stream of standard-library areas. The corpus's training rows are split by
+    `split_fractions` (the corpus splits by source file, so one area may lie in one split), its valid/test rows stay
+    evaluation rows; the embedded base never pretrains on the task's valid/test pairs."""
     format: str = "pairs"
     """`pairs`: rows with an input and a target field (`input_field`, `target_field`); `codesearchnet`: CodeSearchNet
     records (`code`, `docstring`, ...) turned into (description, code) pairs by codecl's CodeSearchNet cleaning
@@ -569,6 +571,36 @@ class RayConfig:
         c.raise_if_any()
 
 
+TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
+"""Experiment trackers `track.report_to` can name (Accelerate's tracking API, `codecl.tracking`)."""
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers to log to, any of tensorboard, mlflow, wandb, trackio (`codecl.tracking`): the
+    resolved config, the training loss, every stage's score matrix row, the final summary, and report.md /
+    results.json as artifacts where the tracker keeps artifacts. Empty (the default): only events.jsonl."""
+    project: str = "codecl"
+    """The trackers' project (MLflow experiment, W&B / Trackio project)."""
+    run_name: str | None = None
+    """The run's name in the trackers; None = the output folder's name. Ray workers log their own runs,
+    named `<run_name>/<method>/seed-<N>[-order-<k>]` (the run's folder)."""
+    logging_dir: str | None = None
+    """Where local trackers write (TensorBoard event files under `<logging_dir>/<run_name>`, MLflow's store
+    in `<logging_dir>/mlflow.db` and `<logging_dir>/mlartifacts` unless MLFLOW_TRACKING_URI is set); None = `<output_dir>/trackers`."""
+
+    def __post_init__(self):
+        c = _Checks("track.")
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        c.require(not unknown, "report_to", f"has unknown tracker(s) {unknown}; available: {', '.join(TRACKERS)}")
+        c.require(len(set(self.report_to)) == len(self.report_to), "report_to", "must not repeat a tracker")
+        c.require(bool(self.project.strip()), "project", "must be a non-empty name")
+        c.require(self.run_name is None or bool(self.run_name.strip()), "run_name", "must be a non-empty name or null")
+        c.require(self.logging_dir is None or bool(self.logging_dir.strip()), "logging_dir", "must be a folder or null")
+        c.raise_if_any()
+
+
 @dataclass(frozen=True)
 class RunConfig:
     tasks: tuple[str, ...] = ("python", "javascript")
@@ -589,6 +621,8 @@ class RunConfig:
     """Training settings."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
+    track: TrackConfig = field(default_factory=TrackConfig)
+    """Experiment trackers (`codecl.tracking`)."""
     orders: int = 1
     """Task orders per method × seed: the given `tasks` order first, then seeded permutations (`codecl.orders`);
     each run records its `order`. Ignored when `task_orders` is given."""

@@ -66,32 +66,30 @@ class TaskData:
 
 
 class EventLog:
-    """Append-only JSON lines (`events.jsonl`), and TensorBoard scalars when it is installed."""
+    """Append-only JSON lines (`events.jsonl`); every event also goes to the run's trackers
+    (`track.report_to`, `codecl.tracking.Trackers`), if any."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, trackers=None):
         self.path = path
+        self.trackers = trackers
         self._fh = open(path, "a", encoding="utf-8")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(path.parent / "tensorboard"))
-        except ImportError:
-            self._tb = None
 
     def __call__(self, event: dict) -> None:
         self._fh.write(json.dumps({"time": round(time.time(), 3), **event}) + "\n")
         self._fh.flush()
-        if self._tb is not None and event.get("event") == "train_loss":
-            self._tb.add_scalar(f"{event['method']}/seed-{event['seed']}/{event['task']}/loss", event["loss"], event["step"])
+        if self.trackers is not None:
+            self.trackers(event)
 
     def close(self) -> None:
         self._fh.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self.trackers is not None:
+            self.trackers.close()
 
 
 class NoLog:
     """The event log of a process that writes no files (ranks other than the main one)."""
+
+    trackers = None
 
     def __call__(self, event: dict) -> None:
         pass
@@ -122,9 +120,17 @@ def load_task_data(cfg: RunConfig, tokenizer) -> tuple[dict[str, TaskData], dict
     from codecl.data.tasks import load_pairs
 
     tasks, used = {}, []
+    evaluations = {name: load_pairs(cfg.data, name, cfg.eval.split) for name in cfg.tasks}
     for name in cfg.tasks:
         train = load_pairs(cfg.data, name, "train")
-        evaluation = load_pairs(cfg.data, name, cfg.eval.split)
+        evaluation = evaluations[name]
+        others = {p.id for other, pairs in evaluations.items() if other != name for p in pairs}
+        if others:  # no task trains on an example another task evaluates (tasks drawn from one corpus share ids)
+            kept = [p for p in train if p.id not in others]
+            if len(kept) < len(train):
+                print(f"note: task {name}: {len(train) - len(kept)} training example(s) left out because another task "
+                      f"evaluates them", file=sys.stderr)
+            train = kept
         encoded = encode_pairs(tokenizer, [p.source for p in train], [p.target for p in train], cfg.data.max_source_tokens, cfg.data.max_target_tokens)
         sources, references = [p.source for p in evaluation], [p.target for p in evaluation]
         eval_encoded = encode_pairs(tokenizer, sources, references, cfg.data.max_source_tokens, cfg.data.max_target_tokens)
@@ -299,12 +305,15 @@ class Context:
     stage0: dict
 
 
-def _setup(cfg: RunConfig, progress: bool, resume: bool):
+def _setup(cfg: RunConfig, progress: bool, resume: bool, tracker_suffix: str | None = None):
+    from codecl.tracking import Trackers, check_trackers
+
+    check_trackers(cfg.track)  # every rank, before anything is computed: a missing tracker package is one line
     out = Path(cfg.output_dir)
     dist = distributed.setup(pick_device(cfg.train.device), cfg.train.mixed_precision)  # one process: no process group
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    log = EventLog(out / "events.jsonl") if dist.is_main else NoLog()
+    log = EventLog(out / "events.jsonl", Trackers.from_config(cfg, tracker_suffix)) if dist.is_main else NoLog()
     _quiet_transformers()
     return out, dist, log
 
@@ -393,6 +402,8 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
         return results
     results = load_results(results_path)
     report = write_report(out)
+    if log.trackers is not None:  # the final summary, report.md and results.json (`codecl.tracking`)
+        log.trackers.log_summary(results, out, report)
     log({"event": "phase", "name": "report", "seconds": round(time.perf_counter() - mark, 2)})
     log({"event": "done", "seconds": round(time.perf_counter() - started, 2)})
     log.close()
@@ -458,7 +469,7 @@ def run_cell_in_worker(cfg_dict: dict, method: str, seed: int, order_index: int,
     """A run of the grid in a process of its own (a Ray task): loads the cached base and data, the stage 0
     and router the driver saved, then `run_cell`. Returns the run's folder."""
     cfg = from_dict(cfg_dict)
-    out, dist, log = _setup(cfg, False, True)
+    out, dist, log = _setup(cfg, False, True, f"{method}/{run_folder_name(seed, order_index)}")  # the worker's own tracker run
     base, tokenizer, info, tasks, _, router = _load_shared(cfg, dist, lambda e: None, False, time.perf_counter())
     del base
     from codecl.fileio import read_json
@@ -534,7 +545,7 @@ def _run_method(ctx: Context, method, seed, order_index, order, run, results) ->
         run["loss_curve"][task] = cost.loss_curve
         run["stored_parameters"] = cm.stored_parameter_count()
         results = _commit(ctx, run, results)
-        log({"event": "stage", "method": method, "seed": seed, "order": order_index, "task": task, "seconds": cost.seconds,
+        log({"event": "stage", "method": method, "seed": seed, "order": order_index, "task": task, "stage_index": index, "seconds": cost.seconds,
              "eval_seconds": round(eval_seconds, 2), "samples_per_second": cost.samples_per_second, "peak_memory_bytes": cost.peak_memory_bytes,
              "peak_memory_above_start_bytes": cost.peak_memory_above_start_bytes, "scores": {m: r for m, r in rows.items()},
              "truncated": evaluation.truncated, **({"routing_accuracy": evaluation.routing_accuracy} if ctx.router is not None else {})})
@@ -597,5 +608,6 @@ def _reuse_first_stage(ctx: Context, cm, method, seed, order_index, task, run, r
     run.setdefault("reused_stages", {})[task] = twin
     run["stored_parameters"] = cm.stored_parameter_count()
     _commit(ctx, run, results)
-    log({"event": "stage_reused", "method": method, "seed": seed, "order": order_index, "task": task, "from": twin})
+    log({"event": "stage_reused", "method": method, "seed": seed, "order": order_index, "task": task, "from": twin, "stage_index": 1,
+         "scores": {m: R[-1] for m, R in run["scores"].items()}})
     return True

@@ -172,13 +172,16 @@ def load_pairs(data_cfg: DataConfig, language: str, split: str) -> list[Pair]:
     return load_pairs_with_stats(data_cfg, language, split)[0]
 
 
-def corpus_texts(data_cfg: DataConfig, languages: list[str]) -> list[str]:
+def corpus_texts(data_cfg: DataConfig, languages: list[str], exclude_ids: set[str] = frozenset()) -> list[str]:
     """Descriptions and codes of every cleaned training pair of `languages` (no length filter or cap),
-    in corpus order: the texts for training a tokenizer and pretraining the embedded model."""
+    in corpus order, except the pairs whose id is in `exclude_ids`: the texts for training a tokenizer
+    and pretraining the embedded model."""
     texts: list[str] = []
     for language in languages:
         pairs, _ = _language_data(data_cfg, language).split("train")
         for pair in pairs:
+            if pair.id in exclude_ids:
+                continue
             texts.append(pair.source)
             texts.append(pair.target)
     return texts

@@ -6,7 +6,9 @@ A task is a name, data, a language and a direction (`codecl.config.UserTaskConfi
     `.json` (a list), `.csv` or `.parquet`; a folder with one data file, or `path` naming one file, is split
     deterministically: each row goes to train/valid/test by a hash of its id (`split_fractions`);
   - a Hugging Face dataset (`hub_dataset`, `hub_config`, `hub_revision`, `hub_splits`) read with `datasets`;
-  - the embedded corpus of `language` (`embedded: true`), with its own splits, narrowed by `match`.
+  - the embedded corpus of `language` (`embedded: true`), narrowed by `match`; the corpus's training rows are split
+    by `split_fractions` like one file, its valid/test rows stay evaluation rows, and the embedded base never
+    pretrains on the task's valid/test pairs.
 
 `format: pairs` rows give the input and target through `input_field` / `target_field`; `format:
 codesearchnet` rows go through codecl's CodeSearchNet cleaning, which makes (description, code) pairs, and
@@ -221,7 +223,14 @@ class _Loaded:
 
             folder = embedded_corpus(data_cfg, spec.language) / spec.language
             self.where = f"the embedded {spec.language} corpus"
-            return {s: [r for r in read_records(folder / f"{s}.jsonl") if r.fields is None or _matches(name, spec, r)] for s in SPLITS}
+            # the corpus splits by source file, so one package may sit in one split only: the corpus's training rows are
+            # split by `split_fractions` (a hash of each function's url); its valid/test rows stay evaluation rows, so
+            # no task ever trains on a function the built-in language task evaluates; pretraining leaves out the task's
+            # valid/test pairs (`codecl.model.embedded`)
+            splits = self._by_hash(list(read_records(folder / "train.jsonl")))
+            for split in ("valid", "test"):
+                splits[split] += [r for r in read_records(folder / f"{split}.jsonl") if _matches(name, spec, self._good(r))]
+            return splits
         if spec.hub_dataset:
             self.where = f"hub:{spec.hub_dataset}"
             if len(spec.hub_splits) == 1:
@@ -245,7 +254,10 @@ class _Loaded:
         for record in records:
             if not _matches(self.name, self.spec, self._good(record)):
                 continue
-            key = _row_id(record, self.spec, self.name) if self.spec.format == "pairs" else f"{record.file}:{record.line}"
+            if self.spec.format == "pairs" and not self.spec.embedded:
+                key = _row_id(record, self.spec, self.name)
+            else:
+                key = str(record.fields.get("url") or f"{record.file}:{record.line}")
             u = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big") / 2**64
             out["train" if u < train_share else "valid" if u < train_share + valid_share else "test"].append(record)
         return out

@@ -74,7 +74,8 @@ def pretraining_texts(cfg) -> list[str]:
     """Train-split code and docstrings of the run's languages, capped, in a fixed order."""
     from codecl.data.tasks import corpus_texts
 
-    texts = corpus_texts(cfg.data, corpus_languages(cfg))
+    held_out = {i for language in corpus_languages(cfg) for i in _user_task_ids(cfg, language, ("valid", "test"))}
+    texts = corpus_texts(cfg.data, corpus_languages(cfg), held_out)  # a task of the embedded corpus: its valid/test pairs left out
     cap = cfg.model.embedded.max_pretrain_examples
     if cap is not None and len(texts) > cap:
         rng = np.random.default_rng(0)
@@ -112,14 +113,15 @@ def corpus_languages(cfg) -> list[str]:
     return list(dict.fromkeys(task_info(cfg.data, t).language for t in cfg.tasks))
 
 
-def _user_task_ids(cfg, language: str) -> set[str]:
+def _user_task_ids(cfg, language: str, splits=("train", "valid", "test")) -> set[str]:
+    """Ids of the pairs that the run's tasks drawn from the embedded corpus of `language` use in `splits`."""
     from codecl.data.usertasks import user_pairs
 
     ids: set[str] = set()
     for name in cfg.tasks:
         spec = cfg.data.tasks.get(name)
         if spec is not None and spec.embedded and spec.language == language:
-            for split in ("train", "valid", "test"):
+            for split in splits:
                 ids |= {p.id for p in user_pairs(cfg.data, name, split)[0]}
     return ids
 
