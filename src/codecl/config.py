@@ -562,11 +562,15 @@ class RayConfig:
     """GPUs per trial; fractions pack several small trials on one GPU (0.25 = four)."""
     trial_cpus: float = 1.0
     """CPUs per trial (Ray schedules as many trials at once as the CPUs allow)."""
+    max_retries: int = 1
+    """Times a failed trial is started again (a killed worker, or an error other than codecl's own one-line
+    errors, which would fail the same way again); it resumes from its finished stages and checkpoints."""
 
     def __post_init__(self):
         c = _Checks("ray.")
         c.require(self.trial_gpus >= 0, "trial_gpus", f"must be >= 0, got {self.trial_gpus}")
         c.require(self.trial_cpus > 0, "trial_cpus", f"must be > 0, got {self.trial_cpus}")
+        c.require(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
         c.require(self.address is None or bool(self.address.strip()), "address", "must be a Ray address or null")
         c.raise_if_any()
 

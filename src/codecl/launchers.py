@@ -16,9 +16,12 @@ same as with `launcher: local`, so `--resume`, `codecl report` and everything el
 On a cluster, the run folder and the cache (`CODECL_CACHE`) must be on a filesystem every node
 mounts, and codecl must be installed on every node.
 
-A task that fails does not stop the others (their stages are kept); when all have ended, the first
-failure is raised with its own exit code (e.g. 5 for a diverged run), and `--resume` reruns only
-what is missing.
+Each finished run prints one line with its final averages; a progress bar (on a terminal) shows the
+grid's ETA. A trial that fails with something other than codecl's one-line errors (an exception, a
+killed worker) is started again up to `ray.max_retries` times, from its finished stages and
+checkpoints; a trial that still fails does not stop the others (their stages are kept): when all
+have ended, the run exits non-zero naming every failed run (with the first one's exit code, e.g. 5
+for a diverged run), and `--resume` reruns only what is missing.
 """
 from __future__ import annotations
 
@@ -28,6 +31,20 @@ import sys
 from codecl.errors import CodeclError, ConfigError
 
 __all__ = ["check_ray", "run_on_ray"]
+
+
+def _headline(cfg, method: str, seed: int, order_index: int) -> str:
+    """The finished run's final averages, read back from results.json."""
+    from pathlib import Path
+
+    from codecl.results import find_run, load_results
+
+    run = find_run(load_results(Path(cfg.output_dir) / "results.json"), method, seed, order_index)
+    if run is None:
+        return "no stage recorded"
+    final = run.get("final_average", {})
+    bleu, loss = final.get("bleu"), final.get("loss")
+    return f"final avg BLEU {bleu:.4f}" + (f", loss {loss:.4f}" if loss is not None else "") if bleu is not None else "no score"
 
 _INSTALL = "pip install 'codecl[ray]' (or pip install ray)"
 
@@ -40,17 +57,39 @@ def check_ray(cfg) -> None:
         raise ConfigError(f"launcher=ray needs the `ray` package, which is not installed: {_INSTALL}; or use --launcher local") from None
 
 
+def _injected_fault(method: str, seed: int, order_index: int) -> None:
+    """Fault injection for the launcher's own tests (`CODECL_FAULT_INJECT`, unset in normal use):
+    `kill-once:METHOD:SEED:MARKER` ends this worker process abruptly the first time (MARKER, a file path,
+    records it), as a killed node does; `fail:METHOD:SEED` raises in every attempt."""
+    spec = os.environ.get("CODECL_FAULT_INJECT", "")
+    if not spec:
+        return
+    kind, _, rest = spec.partition(":")
+    target, marker = (rest, None) if kind == "fail" else tuple(rest.rsplit(":", 1))
+    if target != f"{method}:{seed}" or order_index:
+        return
+    if kind == "kill-once" and marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(137)
+    if kind == "fail":
+        raise RuntimeError(f"injected failure for {method} seed {seed}")
+
+
 def _trial(cfg_dict: dict, method: str, seed: int, order_index: int, order: list[str], threads: int) -> dict:
     """Runs inside a Ray worker: one cell of the grid. Errors come back as data (type, message, exit code)."""
+    import time
+
     import torch
 
     if not cfg_dict.get("train", {}).get("num_threads"):
         torch.set_num_threads(threads)  # a trial gets the CPUs it asked Ray for, not every core of the node
+    started = time.perf_counter()
     try:
         from codecl.experiment import run_cell_in_worker
 
+        _injected_fault(method, seed, order_index)
         folder = run_cell_in_worker(cfg_dict, method, seed, order_index, order)
-        return {"ok": True, "folder": folder}
+        return {"ok": True, "folder": folder, "seconds": round(time.perf_counter() - started, 2)}
     except CodeclError as exc:
         return {"ok": False, "type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
     except Exception as exc:  # anything else: exit 1, with its type
@@ -95,30 +134,50 @@ def run_on_ray(cfg, cells: list[tuple[str, int, int, list[str]]], log) -> None:
         trial = ray.remote(num_cpus=cfg.ray.trial_cpus, num_gpus=cfg.ray.trial_gpus, max_retries=0)(_trial)
         cfg_dict = to_dict(cfg)
         threads = max(1, int(cfg.ray.trial_cpus))
-        pending = {trial.remote(cfg_dict, method, seed, k, list(order), threads): (method, seed, k) for method, seed, k, order in cells}
+        cells_by_key = {(m, s, k): order for m, s, k, order in cells}
+        attempts = {key: 1 for key in cells_by_key}
+
+        def submit(key):
+            method, seed, k = key
+            return trial.remote(cfg_dict, method, seed, k, list(cells_by_key[key]), threads)
+
+        pending = {submit(key): key for key in cells_by_key}
         log({"event": "ray_start", "trials": len(pending), "address": cfg.ray.address, "resources": {k: v for k, v in resources.items()
                                                                                                     if k in ("CPU", "GPU", "memory")},
-             "trial_cpus": cfg.ray.trial_cpus, "trial_gpus": cfg.ray.trial_gpus})
-        failures = []
+             "trial_cpus": cfg.ray.trial_cpus, "trial_gpus": cfg.ray.trial_gpus, "max_retries": cfg.ray.max_retries})
+        failures, finished = [], 0
         with tqdm(total=len(pending), desc="ray trials", unit="run", disable=not sys.stderr.isatty()) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    method, seed, k = pending.pop(ref)
+                    key = pending.pop(ref)
+                    method, seed, k = key
                     try:
                         outcome = ray.get(ref)
-                    except Exception as exc:  # the worker died (out of memory, killed node, ...)
-                        outcome = {"ok": False, "type": type(exc).__name__, "message": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                                   "exit_code": 1}
-                    log({"event": "ray_trial", "method": method, "seed": seed, "order": k, **outcome})
-                    if not outcome["ok"]:
-                        failures.append((method, seed, k, outcome))
+                    except Exception as exc:  # the worker died (killed, out of memory, lost node, ...)
+                        outcome = {"ok": False, "type": type(exc).__name__, "exit_code": 1,
+                                   "message": f"the worker died ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]})"}
+                    log({"event": "ray_trial", "method": method, "seed": seed, "order": k, "attempt": attempts[key], **outcome})
+                    cell = f"{method} seed {seed}" + (f" order {k}" if k else "")
+                    retryable = not outcome["ok"] and outcome["exit_code"] == 1  # codecl's own errors would fail again
+                    if retryable and attempts[key] <= cfg.ray.max_retries:
+                        attempts[key] += 1
+                        bar.write(f"ray: {cell} failed ({outcome['message']}); retrying (attempt {attempts[key]} of "
+                                  f"{cfg.ray.max_retries + 1}) from its finished stages", file=sys.stderr)
+                        pending[submit(key)] = key
+                        continue
+                    finished += 1
+                    if outcome["ok"]:
+                        bar.write(f"[{finished}/{len(cells_by_key)}] {cell}: {_headline(cfg, method, seed, k)} ({outcome['seconds']:.1f} s)")
+                    else:
+                        failures.append((cell, outcome))
+                        bar.write(f"[{finished}/{len(cells_by_key)}] {cell}: FAILED — {outcome['message']}", file=sys.stderr)
                     bar.update(1)
         if failures:
-            method, seed, k, outcome = failures[0]
-            error = CodeclError(f"ray trial {method} seed {seed}" + (f" order {k}" if k else "") + f" failed: {outcome['message']}"
-                                + (f" ({len(failures) - 1} more failed; see events.jsonl)" if len(failures) > 1 else "")
-                                + "; finished stages are kept: fix it and rerun with --resume")
+            names = ", ".join(cell for cell, _ in failures)
+            cell, outcome = failures[0]
+            error = CodeclError(f"{len(failures)} ray trial(s) failed: {names}; first: {cell}: {outcome['message']}; the other "
+                                f"runs' stages are kept: fix it and rerun with --resume")
             error.exit_code = outcome["exit_code"]
             raise error
     finally:
