@@ -187,10 +187,14 @@ _RESERVED_NAMES = ("base", "joint", "predictions", "router")
 
 @dataclass(frozen=True)
 class EmbeddedModelConfig:
+    kind: str = "t5"
+    """`t5` (an encoder-decoder, the study's architecture) or `llama` (a decoder-only Llama of 2 × num_layers
+    layers, about the T5's parameters, pretrained as a causal LM on the same corpus and tokenizer, its bimodal
+    pairs written with `model.prompt_template`). `bench/kind_curve.py` measures both at equal pretraining time."""
     d_model: int = 256
     """Hidden size of the embedded T5."""
     num_layers: int = 4
-    """Encoder layers (the decoder gets as many)."""
+    """Encoder layers (the decoder gets as many); `llama`: 2 × num_layers decoder layers."""
     num_heads: int = 4
     """Attention heads (d_kv = d_model / num_heads)."""
     d_ff: int = 1024
@@ -224,6 +228,7 @@ class EmbeddedModelConfig:
 
     def __post_init__(self):
         c = _Checks("model.embedded.")
+        c.require(self.kind in ("t5", "llama"), "kind", f"must be t5 or llama, got {self.kind!r}")
         c.require(self.d_model > 0 and self.num_heads > 0 and self.d_model % self.num_heads == 0, "d_model", "must be a positive multiple of num_heads")
         c.require(self.num_layers >= 1, "num_layers", "must be >= 1")
         c.require(self.vocab_size >= 512, "vocab_size", f"must be >= 512, got {self.vocab_size}")

@@ -1,4 +1,10 @@
-"""The embedded base: a tokenizer and a small T5 built offline from the embedded corpus, cached.
+"""The embedded base: a tokenizer and a small T5 (or decoder-only Llama) built offline from the embedded corpus, cached.
+
+`model.embedded.kind: llama` builds a decoder-only base instead of the T5 below: the same tokenizer
+(without T5's appended </s>), 2 × num_layers Llama layers (about the T5's parameters), pretrained as a
+causal LM on the same windows (</s> only at real text ends) and the same share of bimodal pairs, written
+as the tasks write them (`model.prompt_template`, loss on the code only). Everything downstream treats it
+as any decoder-only base (`codecl.model.causal`).
 
 1. A byte-level BPE tokenizer (`tokenizers`) trained on the corpus's train split, with T5's
    specials (`<pad>`=0, `</s>`=1, `<unk>`=2) and 100 sentinels `<extra_id_N>`.
@@ -59,8 +65,11 @@ def model_key(cfg, texts_digest: str) -> str:
     # `pretraining`: the version of the pretraining recipe below (2: CPU dropout masks from FastDropout;
     # 3: </s> only at real text ends, random windows of long texts, length-bucketed batches,
     # warm-up + 1/sqrt(step) schedule, dropout off in pretraining)
-    payload = json.dumps({"embedded": _asdict(cfg.model.embedded), "corpus": texts_digest, "v": __version__, "pretraining": 3},
-                         sort_keys=True)
+    shape = _asdict(cfg.model.embedded)
+    extra = {}
+    if shape.pop("kind") != "t5":  # a T5's key is what it was before the decoder-only kind existed: its cache stays valid
+        extra = {"kind": cfg.model.embedded.kind, "prompt_template": cfg.model.prompt_template}
+    payload = json.dumps({"embedded": shape, "corpus": texts_digest, "v": __version__, "pretraining": 3, **extra}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -143,9 +152,13 @@ def ensure_embedded_base(cfg, progress: bool = True) -> Path:
     staging.mkdir()
     try:
         mark = time.perf_counter()
-        tokenizer = train_tokenizer(texts, cfg.model.embedded.vocab_size)
+        tokenizer = train_tokenizer(texts, cfg.model.embedded.vocab_size, causal=cfg.model.embedded.kind != "t5")
         timing["tokenizer_s"] = round(time.perf_counter() - mark, 2)
         model = build_model(cfg.model.embedded, tokenizer)
+        if cfg.model.embedded.kind != "t5":  # bimodal pairs as the tasks will see them: the run's prompt template
+            from codecl.model.causal import configure_tokenizer
+
+            configure_tokenizer(tokenizer, cfg.model.prompt_template)
         mark = time.perf_counter()
         curve = pretrain(model, tokenizer, texts, cfg.model.embedded, seed=cfg.train.seed, progress=progress, bimodal=bimodal)
         timing["pretrain_s"] = round(time.perf_counter() - mark, 2)
@@ -163,8 +176,9 @@ def ensure_embedded_base(cfg, progress: bool = True) -> Path:
     return folder
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE with T5's specials and sentinels, as a transformers fast tokenizer."""
+def train_tokenizer(texts: list[str], vocab_size: int, causal: bool = False):
+    """Byte-level BPE with T5's specials and sentinels, as a transformers fast tokenizer. T5's appends </s>
+    to every text; a decoder-only base's (`causal`) adds nothing (a prompt must not end with </s>)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -178,7 +192,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.add_special_tokens(sentinels)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    if not causal:
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
         additional_special_tokens=sentinels, model_max_length=4096,
@@ -186,6 +201,17 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def build_model(shape, tokenizer):
+    if shape.kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=shape.d_model, intermediate_size=shape.d_ff, num_hidden_layers=2 * shape.num_layers,
+            num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_heads, max_position_embeddings=4096,
+            tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+            rms_norm_eps=1e-6, attention_dropout=0.0,
+        )
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config)
     from transformers import T5Config, T5ForConditionalGeneration
 
     config = T5Config(
@@ -279,10 +305,20 @@ def pretraining_batches(tokenizer, texts: list[str], shape, rng: np.random.Gener
         bimodal_ids = list(zip(descriptions, codes))
     bimodal_share = shape.bimodal_fraction if bimodal_ids else 0.0
 
+    causal = getattr(shape, "kind", "t5") != "t5"
+    if causal and bimodal:  # prompt + code (+ </s> at a real end), the prompt masked, exactly as the tasks encode pairs
+        from codecl.data.batching import encode_pairs
+
+        pairs = encode_pairs(tokenizer, [d for d, _ in bimodal], [c for _, c in bimodal], PRETRAIN_MAX_TOKENS, PRETRAIN_MAX_TOKENS)
+        bimodal_ids = list(zip(pairs.source_ids, pairs.target_ids))
+
     def example() -> tuple[list[int], list[int]]:
         if rng.random() < bimodal_share:
             return bimodal_ids[int(rng.integers(len(bimodal_ids)))]
         ids, ended = crop(encoded[int(rng.integers(len(encoded)))], rng)
+        if causal:  # a decoder-only base: plain language modelling of the window (labels = inputs; the model shifts)
+            ids = ids + ([eos] if ended else [])
+            return ids, ids
         if rng.random() < shape.prefix_lm_fraction:
             return prefix_lm(ids, rng, eos, ended)
         return span_corrupt(ids, rng, sentinel_ids, eos, ended=ended)
@@ -327,8 +363,8 @@ def pretrain(model, tokenizer, texts: list[str], shape, seed: int = 42, progress
     saved_dropout = _set_dropout(model, shape.pretrain_dropout)
     draws = pretraining_batches(tokenizer, texts, shape, rng, bimodal)
     curve, window, started = [], [], time.perf_counter()
-    bar = tqdm(zip(range(steps), draws), total=steps,
-               desc="pretrain (span corruption + prefix LM)", disable=not progress, leave=False)
+    objective = "causal LM" if getattr(shape, "kind", "t5") != "t5" else "span corruption + prefix LM"
+    bar = tqdm(zip(range(steps), draws), total=steps, desc=f"pretrain ({objective})", disable=not progress, leave=False)
     try:
         for step, pairs in bar:
             batch = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], tokenizer.pad_token_id)
