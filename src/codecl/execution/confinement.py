@@ -14,6 +14,7 @@ import resource
 import signal
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +159,48 @@ def task_count(uid: int) -> int:
         if uid_line and int(uid_line.group(1)) == uid:
             count += int(threads.group(1)) if threads else 1
     return count
+
+
+def uids_with_tasks() -> set[int]:
+    """Real user ids that own a task (zombies included: they still count for RLIMIT_NPROC)."""
+    uids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        uid_line = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        if uid_line:
+            uids.add(int(uid_line.group(1)))
+    return uids
+
+
+def kill_uid(uid: int, rounds: int = 50) -> bool:
+    """SIGKILL every process whose real uid is `uid` (the evaluator's own per-sample uid) until none
+    is left alive; True when none is (zombies, dead already, do not count). Needs root."""
+    for _ in range(rounds):
+        alive = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            uid_line = re.search(r"^Uid:\s+(\d+)", status, re.M)
+            if not uid_line or int(uid_line.group(1)) != uid or re.search(r"^State:\s+[ZX]", status, re.M):
+                continue
+            alive += 1
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def hide_shared_dirs(plan: ChildPlan, libc, fail) -> None:

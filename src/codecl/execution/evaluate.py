@@ -77,6 +77,23 @@ def _run_one(sandbox: Sandbox, problem: Problem, index: int, completion: str) ->
                         duration_s=round(result.duration_s, 4), stderr_tail=result.stderr[-2000:], reason=reason)
 
 
+FDS_PER_WORKER = 16
+"""Open files the evaluator holds per running sample (its pipes, pidfd, pid namespace, selector), with room to spare."""
+
+
+def _room_for_open_files(workers: int) -> None:
+    """Raise this process's soft RLIMIT_NOFILE (up to the hard limit) so that `workers` samples can run at once."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        needed = 64 + FDS_PER_WORKER * workers
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(hard, needed), hard))
+    except (ImportError, OSError, ValueError):  # not fatal: a sample that cannot get its pipes fails on its own
+        pass
+
+
 def default_workers() -> int:
     """Parallel samples that fit the machine: the CPUs this process may use."""
     try:
@@ -127,7 +144,9 @@ def run_problem_samples(
 
     jobs = [(problems[t], i, c) for t, completions in completions_by_task.items() for i, c in enumerate(completions)]
     results: dict[str, list[SampleResult | None]] = {t: [None] * len(c) for t, c in completions_by_task.items()}
-    with ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="codecl-sandbox") as pool:
+    workers = workers or default_workers()
+    _room_for_open_files(workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codecl-sandbox") as pool:
         futures = [pool.submit(_run_one, sandbox, *job) for job in jobs]
         try:
             for future in as_completed(futures):

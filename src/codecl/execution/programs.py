@@ -54,8 +54,8 @@ Out of reach:
   proxy); not done.
 - Python, when the evaluator is not root: the program runs in an unprivileged user namespace
   where it holds CAP_SYS_PTRACE, which overrides "not dumpable", so a solution written against
-  this harness could ptrace the checks process and forge the token. (As root the program is
-  `nobody` without capabilities, in every isolation mode.) The solution process can always
+  this harness could ptrace the checks process and forge the token. (As root the program runs as
+  an unprivileged uid of its own without capabilities, in every isolation mode.) The solution process can always
   kill the checks process (same user): that only makes the sample fail.
 - Both: the solution can compute the answer any way it likes (hard-coding a benchmark's known
   answers is not detected).

@@ -11,8 +11,22 @@ Every program gets:
 - a scrubbed environment (minimal PATH, no proxies or tokens of the parent), stdin closed,
   and stdout/stderr read up to `max_output_bytes` each (the rest is drained and dropped).
 
-When the evaluator runs as root (CI does) the child also gets, before it drops to an
-unprivileged user (`nobody`):
+When the evaluator runs as root (CI does) the child drops to a user and group id of its own,
+taken for that run from a pool (`SandboxConfig.uid_pool`, default 2081284096-2081288191; no
+account needed): a uid is handed out only while no process runs as it, to one sample at a time
+(in this process by a set, across evaluator processes by an F_OFD_SETLK byte lock on a root-owned
+file in /run), and when the run ends everything still running as it is killed (a uid whose
+processes will not die is retired). So, in every isolation mode, even without namespaces:
+- the process limit (RLIMIT_NPROC, which the kernel counts per real uid, threads included) is the
+  sample's own: a fork or thread hog reaches its own limit and cannot stop another sample from
+  starting, forking or starting threads, nor fail the run;
+- its folder (mode 0700, owned by its uid) and its processes' /proc entries are closed to every
+  other sample.
+Where the pool cannot be used (not root; `uid_pool=None`; the pool's ids not mapped in this user
+namespace), every sample runs as one user and `isolation()["between_samples"]` says so, and why:
+"weak: ...": one process limit for all, and without a mount namespace one sample can read
+another's folder.
+Also as root, the child gets:
 - a network namespace (`unshare(CLONE_NEWNET)`): only a loopback device that is down,
   so nothing, not even the parent's 127.0.0.1, is reachable;
 - a mount namespace: every mount is remounted read-only, and a small tmpfs owned by the
@@ -33,7 +47,26 @@ kernel refuses namespaces, Landlock (Linux >= 5.13, unprivileged) still confines
 the private folder and, from Landlock ABI 4, refuses TCP connect and bind; the network is
 also blocked by guards in the child runtime (see `programs.py`). That is weak isolation:
 UDP stays open, a process that leaves the process group can outlive the run, and since every
-sample runs as the same user, one sample can read another's folder and reach /tmp.
+sample runs as the same user, one sample can read another's folder and reach /tmp, and all
+share one process limit (set per run to the tasks the user has then, plus `max_processes`).
+
+Between samples, what holds and how it is tested (tests/execution/test_sample_isolation.py,
+test_containment.py, test_sandbox.py; all `-m sandbox`, which CI runs as root):
+- a process-limit hog (forks until refused, holds its children) times out alone while six
+  concurrent samples that need 4 threads and 8 processes each pass (`evaluate-exec --workers 4`);
+- a sample cannot list or read a concurrent sample's folder, found from /tmp or /proc/*/cwd, in
+  every mode (hidden by the mount namespace; closed by its uid without one);
+- 48 JavaScript samples with `--workers 48` all complete with right verdicts (the evaluator raises
+  its own soft RLIMIT_NOFILE to fit the workers' pipes);
+- a sample that cannot start (a harness message over 1 MiB, no free pool uid, a failed child setup)
+  is that sample's failure ("could not run: ..."), and the run's last-line JSON still comes;
+- own IPC namespace, private /tmp, /var/tmp, /dev/shm (test_containment.py).
+Not closed: CPU time is not shared fairly (a sample's processes, up to `max_processes`, all compete
+with other samples for the CPUs, so a spinning fork bomb slows concurrent samples towards their
+time limit; there is no per-sample cgroup); memory is limited per process (RLIMIT_AS), not per
+sample; with neither a mount namespace nor Landlock, a sample can leave files in world-writable
+folders (/tmp) that a later sample given the same uid can read; orphans that the machine's init
+never reaps keep their uid out of the pool; without root, nothing of the above between samples holds.
 
 A harness channel (`run(..., channel=...)`): two inherited pipe ends, named in
 $CODECL_HARNESS_FDS, carry bytes to the program and back outside its text and its output;
@@ -54,6 +87,7 @@ import resource
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -64,8 +98,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from codecl.errors import CodeclError, ConfigError
-from codecl.execution.confinement import (PRIVATE_DIRS, ChildPlan, hold_namespace, kill_pid_namespace, landlock_abi,
-                                          landlock_rights, make_preexec, namespace_of, read_mounts, task_count)
+from codecl.execution.confinement import (PRIVATE_DIRS, ChildPlan, hold_namespace, kill_pid_namespace, kill_uid,
+                                          landlock_abi, landlock_rights, make_preexec, namespace_of, read_mounts,
+                                          task_count, uids_with_tasks)
 
 MIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 CHANNEL_CAP = 4096
@@ -75,6 +110,11 @@ CHANNEL_IN_MAX = 1 << 20
 F_SETPIPE_SZ = 1031
 CHANNEL_ENV = "CODECL_HARNESS_FDS"
 """Environment variable that tells a program the harness channel's file descriptors: "READ,WRITE"."""
+UID_POOL = (0x7C0DE000, 4096)
+"""Default per-sample user ids (first, count): 2081284096-2081288191, in the range systemd leaves
+unused (above its container ranges, below the 'foreign' and negative-looking ones)."""
+UID_LOCK_DIRS = ("/run", "/run/lock", "/var/lock")
+"""Where the file whose byte ranges lock pool uids across evaluator processes may live (first that works; then TMPDIR)."""
 
 
 class SandboxError(CodeclError):
@@ -92,7 +132,8 @@ class SandboxConfig:
     node_memory_limit_bytes: int = 8 << 30
     """RLIMIT_AS of Node programs (V8 reserves several GiB of address space up front)."""
     max_processes: int = 256
-    """RLIMIT_NPROC above the sandbox user's current count (the limit is per user, threads count)."""
+    """RLIMIT_NPROC: tasks (processes and threads) a sample may have; with a pool uid (root) its own,
+    with a shared user above that user's task count when the run starts (the kernel counts per user)."""
     max_file_bytes: int = 16 << 20
     """RLIMIT_FSIZE: largest file a program may write."""
     max_open_files: int = 256
@@ -106,7 +147,10 @@ class SandboxConfig:
     landlock: bool = True
     """Where namespaces are missing, confine writes and TCP with Landlock (Linux >= 5.13); False: guards only."""
     user: str = "nobody"
-    """Unprivileged account the program runs as when the evaluator is root."""
+    """Unprivileged account every program runs as when the evaluator is root and `uid_pool` cannot be used."""
+    uid_pool: tuple[int, int] | None = UID_POOL
+    """(first uid, count): as root, each running program gets a user and group id of its own from
+    this range (no account needed), so the process limit and its folder are its own; None: all run as `user`."""
     python: str | None = None
     """Interpreter for Python programs; default: this one if the sandbox user may run it, else python3 on PATH."""
     node: str | None = None
@@ -119,6 +163,11 @@ class SandboxConfig:
                      "max_open_files", "max_output_bytes", "home_size_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"sandbox {name} must be positive, got {getattr(self, name)}")
+        if self.uid_pool is not None:
+            first, count = self.uid_pool
+            if not (1000 <= first and count >= 1 and first + count <= 0xFFFFFFFE):
+                raise ConfigError(f"sandbox uid_pool must be (first >= 1000, count >= 1) below 4294967294, "
+                                  f"got {self.uid_pool}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +192,82 @@ class _Setup:
     required: frozenset[str]
     report: dict = field(default_factory=dict)
     node: str | None = None
+
+
+class _UidPool:
+    """Hands out the per-sample user ids of `SandboxConfig.uid_pool` (root only).
+
+    A uid is taken only while no task runs as it (a /proc scan), and only by one sample at a time:
+    within this process by a set, across evaluator processes by an open-file-description lock
+    (F_OFD_SETLK) on byte `uid - first` of a root-owned lock file. After the run every process
+    left with that uid is killed; a uid whose processes will not die is never handed out again.
+    """
+
+    def __init__(self, first: int, count: int):
+        self.first, self.count = first, count
+        self._taken: set[int] = set()
+        self._lost: set[int] = set()
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self.shared_note = "uids locked across evaluator processes"
+        for directory in (*UID_LOCK_DIRS, tempfile.gettempdir()):
+            try:
+                fd = os.open(os.path.join(directory, "codecl-sandbox-uids.lock"),
+                             os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError:
+                continue
+            info = os.fstat(fd)
+            if (info.st_mode & 0o170000) == 0o100000 and info.st_uid == os.geteuid() and not info.st_mode & 0o022:
+                self._fd = fd
+                break
+            os.close(fd)  # someone else's file: not trusted
+        if self._fd is None:
+            self.shared_note = "uids not locked across evaluator processes (no root-owned lock file could be made)"
+
+    def _flock(self, index: int, kind: int) -> bool:
+        packed = struct.pack("@hhqqi4x", kind, os.SEEK_SET, index, 1, 0)  # struct flock; l_pid 0 for OFD locks
+        try:
+            fcntl.fcntl(self._fd, getattr(fcntl, "F_OFD_SETLK", 37), packed)
+            return True
+        except OSError:
+            return False
+
+    def acquire(self) -> int:
+        with self._lock:
+            busy = uids_with_tasks()
+            for index in range(self.count):
+                uid = self.first + index
+                if uid in self._taken or uid in self._lost or uid in busy:
+                    continue
+                if self._fd is not None and not self._flock(index, fcntl.F_WRLCK):
+                    continue  # another evaluator's sample runs as it
+                self._taken.add(uid)
+                return uid
+        raise SandboxError(f"no free sandbox uid: all {self.count} of {self.first}-{self.first + self.count - 1} "
+                           "are in use or hold processes")
+
+    def release(self, uid: int) -> None:
+        """Kill what is left running as `uid`, then hand it back (or retire it if something survives)."""
+        clean = kill_uid(uid)
+        with self._lock:
+            if not clean:
+                self._lost.add(uid)  # keep its lock too: no other evaluator should get it either
+            elif self._fd is not None:
+                self._flock(uid - self.first, fcntl.F_UNLCK)
+            self._taken.discard(uid)
+
+
+def _mapped(first: int, count: int, map_file: str) -> bool:
+    """Whether ids first..first+count-1 all exist in this user namespace (/proc/self/uid_map, gid_map)."""
+    try:
+        lines = Path(map_file).read_text().split("\n")
+    except OSError:
+        return True  # no user namespaces in this kernel: every id exists
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 3 and int(fields[0]) <= first and first + count <= int(fields[0]) + int(fields[2]):
+            return True
+    return False
 
 
 def _kill_group(pgid: int) -> None:
@@ -285,8 +410,19 @@ class Sandbox:
         self._setup: _Setup | None = None
         self._root = os.geteuid() == 0
         self._ids = self._sandbox_ids() if self._root else None
+        self._uid_pool: _UidPool | None = None
+        self._shared_uid_reason = "the evaluator is not root: every sample runs as its user"
+        if self._root:
+            pool = self.config.uid_pool
+            if pool is None:
+                self._shared_uid_reason = f"uid_pool is off: every sample runs as {self.config.user}"
+            elif not (_mapped(*pool, "/proc/self/uid_map") and _mapped(*pool, "/proc/self/gid_map")):
+                self._shared_uid_reason = (f"uids {pool[0]}-{pool[0] + pool[1] - 1} are not mapped in this user namespace "
+                                           f"(/proc/self/uid_map): every sample runs as {self.config.user}")
+            else:
+                self._uid_pool = _UidPool(*pool)
+                self._shared_uid_reason = ""
         self._mounts = read_mounts()
-        self._nproc_base = task_count(self._ids[0] if self._ids else os.getuid())
         self._landlock_abi = landlock_abi() if self.config.landlock else 0
 
     # ---- public -------------------------------------------------------------------------
@@ -362,6 +498,11 @@ class Sandbox:
             if result.exit_code == 0 and lines:
                 return self._describe(python, json.loads(lines[-1]))
             errors.append(f"{python}: exit {result.exit_code} {result.stderr.strip()[-200:]}")
+        if self._uid_pool is not None:  # e.g. a security module refuses ids without an account: degrade, say why
+            self._uid_pool = None
+            self._shared_uid_reason = (f"running as a pool uid failed ({'; '.join(errors)[:300]}): "
+                                       f"every sample runs as {self.config.user}")
+            return self._probe()
         who = f"user {self.config.user!r}" if self._ids else "this user"
         raise SandboxError(f"no Python interpreter can run in the sandbox as {who} ({'; '.join(errors)}); "
                            "set SandboxConfig(python=...) to one installed outside private folders such as /root")
@@ -389,8 +530,14 @@ class Sandbox:
         report = {
             "level": "strong" if "net" in required and not seen["outside_writable"] else "weak",
             "network": network,
-            "user": f"dropped to {self.config.user} (uid {seen['uid']})" if self._ids
+            "user": (f"dropped to a user id of its own per sample, from {self._uid_pool.first}-"
+                     f"{self._uid_pool.first + self._uid_pool.count - 1} (uid {seen['uid']})") if self._uid_pool
+            else f"dropped to {self.config.user} (uid {seen['uid']})" if self._ids
             else f"not dropped (evaluator is not root; uid {seen['uid']})",
+            "between_samples": (f"own uid per sample: its process limit and its folder (0700) are its own; "
+                                f"{self._uid_pool.shared_note}") if self._uid_pool
+            else f"weak: {self._shared_uid_reason}; the process limit (RLIMIT_NPROC) is shared by all samples"
+                 + ("" if "mnt" in required else " and one sample can read another's folder"),
             "filesystem": filesystem,
             "processes": "own process group" + (" and pid namespace" if "pid" in required else "") + ", killed at the timeout",
             "ipc": "own IPC namespace (System V, POSIX mqueues)" if "ipc" in required else "shared with the host",
@@ -420,7 +567,8 @@ class Sandbox:
     def _cpu_limit_s(self) -> int:
         return math.ceil(self.config.timeout_s) + 1
 
-    def _plan(self, home: str, required: frozenset[str], language: str, probe: bool) -> ChildPlan:
+    def _plan(self, home: str, required: frozenset[str], language: str, probe: bool,
+              ids: tuple[int, int] | None) -> ChildPlan:
         cfg = self.config
         wanted: tuple[str, ...] = ()
         if cfg.namespaces:
@@ -429,7 +577,9 @@ class Sandbox:
                 wanted = tuple(n for n in wanted if n in required)
         memory = cfg.node_memory_limit_bytes if language == "javascript" else cfg.memory_limit_bytes
         cpu = self._cpu_limit_s()
-        nproc = self._nproc_base + cfg.max_processes
+        # RLIMIT_NPROC counts every task of the real uid: a fresh pool uid has none; a shared one has
+        # the other samples' (and, not root, the evaluator's own), counted now.
+        nproc = cfg.max_processes if self._uid_pool else task_count(ids[0] if ids else os.getuid()) + cfg.max_processes
         limits = ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, memory, memory),
                   (resource.RLIMIT_NPROC, nproc, nproc), (resource.RLIMIT_FSIZE, cfg.max_file_bytes, cfg.max_file_bytes),
                   (resource.RLIMIT_NOFILE, cfg.max_open_files, cfg.max_open_files), (resource.RLIMIT_CORE, 0, 0))
@@ -440,7 +590,7 @@ class Sandbox:
         private = tuple(d for d in dict.fromkeys((*PRIVATE_DIRS, os.path.dirname(folder)))
                         if os.path.isdir(d) and not os.path.islink(d) and d != "/")
         return ChildPlan(namespaces=wanted, required=required, unprivileged_userns=not self._root, mounts=self._mounts,
-                         home=home, home_size_bytes=cfg.home_size_bytes, ids=self._ids, limits=limits,
+                         home=home, home_size_bytes=cfg.home_size_bytes, ids=ids, limits=limits,
                          landlock_fs=landlock_fs, landlock_net=landlock_net,
                          landlock_attr_size=16 if self._landlock_abi >= 4 else 8,
                          folder=folder, private_dirs=private if "mnt" in wanted else ())
@@ -455,17 +605,23 @@ class Sandbox:
 
     def _run(self, argv: Callable[[Path], list[str]], files: Mapping[str, str], required: frozenset[str],
              language: str, probe: bool = False, channel: bytes | None = None) -> SandboxResult:
-        folder = self._make_folder()
+        uid = self._uid_pool.acquire() if self._uid_pool else None
         try:
-            for name, text in files.items():
-                (folder / name).write_text(text, encoding="utf-8")
-            if self._ids:
-                for path in [folder, *folder.iterdir()]:
-                    os.chown(path, *self._ids)
-            plan = self._plan(str(folder / "home"), required, language, probe)
-            return self._execute(argv(folder), plan, channel)
+            ids = (uid, uid) if uid is not None else self._ids
+            folder = self._make_folder()  # mode 0700: only its own uid (and root) may enter it
+            try:
+                for name, text in files.items():
+                    (folder / name).write_text(text, encoding="utf-8")
+                if ids:
+                    for path in [folder, *folder.iterdir()]:
+                        os.chown(path, *ids)
+                plan = self._plan(str(folder / "home"), required, language, probe, ids)
+                return self._execute(argv(folder), plan, channel)
+            finally:
+                _remove_folder(folder)
         finally:
-            _remove_folder(folder)
+            if uid is not None:
+                self._uid_pool.release(uid)
 
     def _execute(self, argv: list[str], plan: ChildPlan, channel: bytes | None = None) -> SandboxResult:
         cfg = self.config
