@@ -527,6 +527,12 @@ class EvalConfig:
     """Wall-clock limit per executed program (seconds)."""
     exec_max_problems: int | None = None
     """Evaluate only the first N problems of each benchmark (None = all)."""
+    retention: tuple[str, ...] = ()
+    """General-ability retention (TRACE's question: what does the stream cost the base?): `NAME=SOURCE` items, SOURCE a
+    HumanEval / HumanEval-X / MBXP JSONL(.gz) file of Python or JavaScript problems (e.g. the HumanEval sample in
+    ../shared/data/exec). Each is scored by pass@1 in the sandbox on the base and after every stage, with the modules the
+    model would use for a task of the benchmark's language (that language's task once trained, else the latest task's),
+    into each run's `retention: {NAME: [one value per stage]}`. Needs `allow_code_execution` (otherwise null, never 0)."""
     routing: str = "oracle"
     """`oracle`: every task is evaluated with its own modules (the task id is given, as in the study).
     `router`: also evaluated without the task id: each example goes to the modules of the task the router
@@ -552,6 +558,13 @@ class EvalConfig:
             c.require(language not in seen, "exec_benchmarks", f"names {language!r} twice")
             seen.add(language)
         c.require(self.routing in ("oracle", "router"), "routing", f"must be oracle or router, got {self.routing!r}")
+        names = set()
+        for item in self.retention:
+            name, sep, source = item.partition("=")
+            c.require(bool(sep) and bool(name.strip()) and bool(source.strip()), "retention",
+                      f"items must be NAME=SOURCE (e.g. humaneval=HumanEval.jsonl.gz), got {item!r}")
+            c.require(name.strip() not in names, "retention", f"names {name.strip()!r} twice")
+            names.add(name.strip())
         c.require(self.exec_timeout_s > 0, "exec_timeout_s", f"must be > 0, got {self.exec_timeout_s}")
         c.require(self.exec_max_problems is None or self.exec_max_problems > 0, "exec_max_problems",
                   f"must be positive or null, got {self.exec_max_problems}")
@@ -861,6 +874,12 @@ def _user_task_entries(data: dict, entries: list) -> list:
             defined[name] = {**(defined.get(name) or {}), "path": str(Path(path).expanduser().absolute())}
             names.append(name)
         else:
+            defined = (data.get("data") or {}).get("tasks") if isinstance(data.get("data"), dict) else None
+            after_path = bool(names) and isinstance(entries[len(names) - 1], str) and "=" in entries[len(names) - 1]
+            if after_path and isinstance(entry, str) and entry not in LANGUAGES and entry not in (defined if isinstance(defined, dict) else {}):
+                raise ConfigError(f"tasks: {entry!r} is no task — the comma before it split the entry {entries[len(names) - 1]!r}; a path "
+                                  f"holding a comma cannot go in --tasks: rename the folder, or define the task in a config file "
+                                  f"(data.tasks.NAME.path) and name it in --tasks")
             names.append(entry)
     return names
 

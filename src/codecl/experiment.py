@@ -31,6 +31,7 @@ from codecl.evaluation.loss import mean_loss, per_example_losses
 from codecl.evaluation.metrics import score_with_examples
 from codecl.execution.inrun import METRIC as EXEC_METRIC, InRunExecutor
 from codecl.fileio import write_text
+from codecl.hardware import pick_device  # also codecl.experiment.pick_device, as before
 from codecl.provenance import collect_provenance, data_fingerprint
 from codecl.methods.build import build_model
 from codecl.methods.continual import ContinualModel
@@ -103,15 +104,6 @@ def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name}: CUDA is not available on this machine; use cpu or auto")
-    return torch.device(name)
-
 
 
 def load_task_data(cfg: RunConfig, tokenizer) -> tuple[dict[str, TaskData], dict]:
@@ -266,6 +258,30 @@ def evaluate_routed(cm, model, tokenizer, tasks: dict[str, TaskData], trained: l
     oracle.routing_accuracy = hits / total if total else None
 
 
+def _retention_module(language: str, trained: list[str], tasks: dict[str, TaskData]) -> str | None:
+    """The modules a retention benchmark of `language` is scored with: the first trained task that writes code of
+    that language, else the latest trained task's (the model as it stands); None before any training."""
+    own = next((t for t in trained if t in tasks and tasks[t].info.language == language and tasks[t].info.output_is_code), None)
+    return own or (trained[-1] if trained else None)
+
+
+def evaluate_retention(cm, model, tokenizer, tasks: dict[str, TaskData], trained: list[str], cfg: RunConfig, device, progress: bool,
+                       desc: str, retention: tuple) -> dict[str, float | None]:
+    """pass@1 of every `eval.retention` benchmark for this stage (null when execution is not allowed)."""
+    executor, languages = retention
+    values = {}
+    for name, language in languages.items():
+        if executor is None:
+            values[name] = None
+            continue
+        if cm is not None:
+            cm.activate(_retention_module(language, trained, tasks))
+        generate = lambda sources: generate_codes(model, tokenizer, sources, cfg.data.max_source_tokens, cfg.eval, device,  # noqa: E731
+                                                  progress, f"{desc} retention {name}")
+        values[name] = executor.pass_at_1(name, generate, stage=desc)
+    return values
+
+
 def write_predictions(folder: Path, evaluation: Evaluation) -> None:
     """`folder/<task>.jsonl`: every evaluated example of one stage (SPEC "Run folder"), atomically."""
     for task, lines in evaluation.predictions.items():
@@ -303,6 +319,8 @@ class Context:
     executor: object
     router: Router | None
     stage0: dict
+    retention: tuple = (None, {})
+    """`eval.retention`: (its executor or None, benchmark name -> language)."""
 
 
 def _setup(cfg: RunConfig, progress: bool, resume: bool, tracker_suffix: str | None = None):
@@ -379,13 +397,14 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
                                 "truncated_targets": d.train.truncated_targets, "language": d.info.language, "direction": d.info.direction}
                             for t, d in tasks.items()}})
     executor = InRunExecutor.from_config(cfg, log)  # None without benchmarks, or without the opt-in (logs exec_skipped)
-    stage0 = _stage0(cfg, out, results, base, tokenizer, tasks, device, progress, executor, log)
+    retention = InRunExecutor.for_retention(cfg, log)
+    stage0 = _stage0(cfg, out, results, base, tokenizer, tasks, device, progress, executor, log, retention)
     if dist.is_main:
         save_results(results_path, results)  # the run folder exists from here on, with no run yet, or those resumed
         if router is not None:
             router.save(out / ROUTER_FILE, {"base_fingerprint": info.fingerprint, "max_source_tokens": cfg.data.max_source_tokens})
     del base
-    ctx = Context(cfg, out, tokenizer, tasks, device, log, progress, executor, router, stage0)
+    ctx = Context(cfg, out, tokenizer, tasks, device, log, progress, executor, router, stage0, retention)
     cells = grid_cells(cfg)
     if cfg.launcher == "ray":
         from codecl.launchers import run_on_ray
@@ -419,7 +438,7 @@ def grid_cells(cfg: RunConfig) -> list[tuple[str, int, int, list[str]]]:
     return [(method, seed, k, order) for seed in cfg.seeds for k, order in enumerate(orders) for method in cfg.methods]
 
 
-def _stage0(cfg, out, results, base, tokenizer, tasks, device, progress, executor, log) -> dict:
+def _stage0(cfg, out, results, base, tokenizer, tasks, device, progress, executor, log, retention=(None, {})) -> dict:
     """Stage 0 (the base model on every task; routing has nothing to choose yet): from the saved run when
     resuming, else computed now; written to `stage0.json` and `predictions/base/` for every run to read."""
     saved = out / STAGE0_FILE
@@ -431,12 +450,17 @@ def _stage0(cfg, out, results, base, tokenizer, tasks, device, progress, executo
     if first is not None and (out / "predictions" / "base").is_dir():
         stage0 = {"scores": {m: [R[0]] for m, R in first["scores"].items()},
                   "truncated_outputs": first.get("truncated_outputs", [[0] * len(tasks)])[:1]}
+        if "retention" in first:
+            stage0["retention"] = {name: values[:1] for name, values in first["retention"].items()}
     else:
         mark = time.perf_counter()
         evaluation = evaluate_all(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base", executor, log)
         if distributed.current().is_main:
             write_predictions(out / "predictions" / "base", evaluation)
         stage0 = {"scores": {m: [row] for m, row in evaluation.rows.items()}, "truncated_outputs": [evaluation.truncated]}
+        if retention[1]:
+            kept = evaluate_retention(None, base.to(device), tokenizer, tasks, [], cfg, device, progress, "base", retention)
+            stage0["retention"] = {name: [value] for name, value in kept.items()}
         log({"event": "stage0", "scores": {m: R[0] for m, R in stage0["scores"].items()}, "truncated": evaluation.truncated,
              "eval_seconds": round(time.perf_counter() - mark, 2)})
     if distributed.current().is_main:
@@ -449,6 +473,8 @@ def _stage0(cfg, out, results, base, tokenizer, tasks, device, progress, executo
 def _new_run(ctx: Context, method: str, seed: int, order_index: int, order: list[str]) -> dict:
     run = {"method": method, "seed": seed, "order": list(order), "order_index": order_index, "stages": ["base"],
            "scores": json.loads(json.dumps(ctx.stage0["scores"])), "truncated_outputs": json.loads(json.dumps(ctx.stage0["truncated_outputs"]))}
+    if "retention" in ctx.stage0:
+        run["retention"] = json.loads(json.dumps(ctx.stage0["retention"]))
     if ctx.router is not None:
         run["routed_scores"] = {m: json.loads(json.dumps(R)) for m, R in ctx.stage0["scores"].items() if m != EXEC_METRIC}
         run["routing_accuracy"] = [None]  # stage 0: no task has modules to route to
@@ -476,7 +502,7 @@ def run_cell_in_worker(cfg_dict: dict, method: str, seed: int, order_index: int,
 
     stage0 = read_json(out / STAGE0_FILE)
     executor = InRunExecutor.from_config(cfg, log)
-    ctx = Context(cfg, out, tokenizer, tasks, dist.device, log, False, executor, router, stage0)
+    ctx = Context(cfg, out, tokenizer, tasks, dist.device, log, False, executor, router, stage0, InRunExecutor.for_retention(cfg, log))
     try:
         run_cell(ctx, method, seed, order_index, order)
     finally:
@@ -525,6 +551,10 @@ def _run_method(ctx: Context, method, seed, order_index, order, run, results) ->
         if ctx.router is not None:
             learned = [t for s in stages[:index] for t in s.tasks]
             evaluate_routed(cm, cm, tokenizer, tasks, trained, learned, cfg, device, progress, desc, evaluation, ctx.router, by_task)
+        if ctx.retention[1]:
+            kept = evaluate_retention(cm, cm, tokenizer, tasks, trained, cfg, device, progress, desc, ctx.retention)
+            for name, value in kept.items():
+                run.setdefault("retention", {}).setdefault(name, []).append(value)
         rows = evaluation.rows
         eval_seconds = time.perf_counter() - mark
         if distributed.current().is_main:  # before results.json names the stage: a listed stage always has its predictions
@@ -600,6 +630,8 @@ def _reuse_first_stage(ctx: Context, cm, method, seed, order_index, task, run, r
         run.setdefault("routed_scores", {}).setdefault(metric, []).append(json.loads(json.dumps(rows[stage])))
     if "routing_accuracy" in twin_run and "routing_accuracy" in run:
         run["routing_accuracy"].append(twin_run["routing_accuracy"][stage])
+    for name, values in twin_run.get("retention", {}).items():
+        run.setdefault("retention", {}).setdefault(name, []).append(values[stage])
     if "truncated_outputs" in twin_run:
         run.setdefault("truncated_outputs", []).append(list(twin_run["truncated_outputs"][stage]))
     for key in _COST_KEYS:

@@ -361,6 +361,25 @@ def _orders_section(results: dict) -> Optional[str]:
     return "\n\n".join([_table(header, rows), note])
 
 
+def _retention_section(results: dict) -> Optional[str]:
+    """General-ability retention: each `eval.retention` benchmark's pass@1 on the base and after every stage."""
+    runs = [r for r in results["runs"] if r.get("retention")]
+    if not runs:
+        return None
+    names = list(dict.fromkeys(n for r in runs for n in r["retention"]))
+    rows = []
+    for run in runs:
+        for name in names:
+            values = run["retention"].get(name, [])
+            final = values[-1] if values else None
+            drop = None if final is None or not values or values[0] is None else values[0] - final
+            rows.append([_label(run), name, " → ".join("–" if v is None else _score(v) for v in values), _score(drop)])
+    note = ("`eval.retention`: pass@1 (sandbox) of general benchmarks on the base and after each stage, with the modules a task of the "
+            "benchmark's language would get — what the stream costs the base's general ability (TRACE). Drop = base − final; "
+            "positive means the base's ability was lost. `–`: not executed (`eval.allow_code_execution` off).")
+    return "\n\n".join([_table(["Run", "Benchmark", "pass@1: base → each stage", "Drop"], rows), note])
+
+
 def _routing_section(results: dict) -> Optional[str]:
     """Task-free inference: oracle (task id given) vs routed final averages, and routing accuracy per stage."""
     routed = [r for r in results["runs"] if "routed_scores" in r]
@@ -459,6 +478,9 @@ def render_report(results: dict, plot_files: Iterable[str] = (), examples: Optio
     routing = _routing_section(results)
     if routing:
         parts += ["## Task-free inference (routing)", routing]
+    retention = _retention_section(results)
+    if retention:
+        parts += ["## General-ability retention", retention]
     parts += ["## Comparisons between methods (final average BLEU)", _comparisons(results),
               "## The study's claims", _claims(results)]
     if examples:

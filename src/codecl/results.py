@@ -25,6 +25,7 @@ from codecl.errors import CheckpointError
 from codecl.evaluation import continual
 from codecl.evaluation.summary import summarize
 from codecl.fileio import read_json, write_json
+from codecl.methods.registry import JOINT_STAGE  # the joint baseline's one stage; re-exported here as before
 from codecl.orders import orders_from_config, run_folder_name, run_key
 
 SCHEMA_VERSION = 1
@@ -38,12 +39,6 @@ before it existed lack it, so a reader does not require it)."""
 UNBOUNDED_METRICS = ("loss",)
 """Scores not on the 0–1 scale: `loss` is nats per token (>= 0, lower is better), never null."""
 FORGETTING_METRIC = "bleu"
-JOINT_STAGE = "joint"
-"""The one training stage of the joint baseline (one model trained once on every task's data, the
-multitask upper bound). It has no task sequence: its run has the stages `["base", "joint"]` and two
-score rows (the base model, then the joint model on every task); its per-stage fields are keyed
-`joint`; it is complete with those two stages; its forgetting is `{}` and bwt / fwt `null` (no
-earlier stage to compare with); `final_average` is comparable with every other method's."""
 PER_TASK_FIELDS = ("trainable_parameters", "train_seconds", "train_samples_per_second", "peak_memory_bytes", "peak_memory_above_start_bytes")
 _NULLABLE_PER_TASK = ("train_samples_per_second", "peak_memory_bytes", "peak_memory_above_start_bytes")
 _TOLERANCE = 1e-9
@@ -216,6 +211,12 @@ def _check_run(run: Any, field: str, tasks: list[str]) -> None:
     for metric, R in scores.items():
         _check_matrix(R, f"{field}.scores.{metric}", len(stages), len(tasks),
                       nullable=metric not in NON_NULL_METRICS + UNBOUNDED_METRICS, bounded=metric not in UNBOUNDED_METRICS)
+    if "retention" in run:  # eval.retention: pass@1 of general benchmarks after every stage (null: not executed)
+        kept = run["retention"]
+        _require(isinstance(kept, dict), f"{field}.retention", "must be an object keyed by benchmark name")
+        for name, values in kept.items():
+            ok = isinstance(values, list) and len(values) == len(stages) and all(v is None or (_is_number(v) and 0 <= v <= 1) for v in values)
+            _require(ok, f"{field}.retention.{name}", f"must hold one pass@1 in [0, 1] or null per stage ({len(stages)})")
     if "routed_scores" in run:  # SPEC eval.routing=router: scores without the task id, and how often the router was right
         routed = run["routed_scores"]
         _require(isinstance(routed, dict) and set(routed) <= set(scores), f"{field}.routed_scores", "must be an object keyed by metrics of scores")

@@ -246,6 +246,42 @@ class InRunExecutor:
              "isolation": sandbox.isolation()})
         return executor
 
+    @classmethod
+    def for_retention(cls, cfg, log: Callable[[dict], None] = lambda event: None) -> "tuple[InRunExecutor | None, dict[str, str]]":
+        """The executor of `eval.retention` (problems keyed by benchmark NAME) and each benchmark's language; None
+        when nothing is configured or execution is not allowed (an `exec_skipped` event is logged)."""
+        items = parse_exec_benchmarks(cfg.eval.retention)
+        if not items:
+            return None, {}
+        from codecl.execution.benchmark import load_benchmark
+
+        problems, languages, skipped = {}, {}, {}
+        for name, source in items.items():
+            loaded = list(load_benchmark(source).values())
+            found = sorted({p.language for p in loaded})
+            if len(found) != 1:
+                raise ConfigError(f"eval.retention {name}={source}: needs the problems of one language, found {', '.join(found) or 'none'}")
+            languages[name] = found[0]
+            if cfg.eval.exec_max_problems is not None:
+                loaded = loaded[: cfg.eval.exec_max_problems]
+            problems[name], skipped[name] = [], []
+            for p in loaded:
+                try:
+                    problems[name].append(prepare_problem(p))
+                except (ValueError, SyntaxError):
+                    skipped[name].append(p.task_id)
+        if not cfg.eval.allow_code_execution:
+            log({"event": "exec_skipped", "metric": "retention", "benchmarks": sorted(items), "reason": SKIPPED_NOTE,
+                 "hint": "set eval.allow_code_execution=true to run generated code in the sandbox"})
+            return None, languages
+        from codecl.execution.sandbox import Sandbox, SandboxConfig
+
+        sandbox = Sandbox(SandboxConfig(timeout_s=cfg.eval.exec_timeout_s))
+        for language in set(languages.values()):
+            sandbox.check_language(language)
+        log({"event": "retention_setup", "benchmarks": items, "problems": {t: len(v) for t, v in problems.items()}})
+        return cls(problems, sandbox, log, skipped), languages
+
     def pass_at_1(self, task: str, generate: Callable[[list[str]], list[str]], stage: str = "") -> float | None:
         """Generate one function per problem of `task` with `generate(descriptions)` and run it;
         None when the task has no benchmark."""
