@@ -1,4 +1,4 @@
-"""report.md and plots/ from a synthetic results.json shaped like the study (analysis.md)."""
+"""report.md and plots/ from a synthetic results.json shaped like the design study's (codecl.evaluation.claims quotes it)."""
 import json
 import math
 import statistics

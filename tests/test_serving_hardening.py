@@ -113,7 +113,8 @@ def assert_error(status, raw: bytes, want_status, param=None):
 def test_models_lists_one_model_a_task(server):
     status, _, body = server.request("/v1/models")
     assert status == 200 and body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["fake/python", "fake/javascript"]
+    assert [m["id"] for m in body["data"]] == ["fake/python", "fake/javascript", "fake"]  # "fake": the method, routed per prompt
+    assert body["data"][-1]["routed"] is True and body["data"][-1]["task"] is None
     assert all(m["object"] == "model" and m["owned_by"] == "codecl" and isinstance(m["created"], int) for m in body["data"])
     status, _, body = server.request("/v1/models/fake/javascript")
     assert status == 200 and body["id"] == "fake/javascript" and body["task"] == "javascript"

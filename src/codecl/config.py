@@ -529,8 +529,8 @@ class EvalConfig:
     """Evaluate only the first N problems of each benchmark (None = all)."""
     retention: tuple[str, ...] = ()
     """General-ability retention (TRACE's question: what does the stream cost the base?): `NAME=SOURCE` items, SOURCE a
-    HumanEval / HumanEval-X / MBXP JSONL(.gz) file of Python or JavaScript problems (e.g. the HumanEval sample in
-    ../shared/data/exec). Each is scored by pass@1 in the sandbox on the base and after every stage, with the modules the
+    HumanEval / HumanEval-X / MBXP JSONL(.gz) file of Python or JavaScript problems (e.g. HumanEval's
+    HumanEval.jsonl.gz). Each is scored by pass@1 in the sandbox on the base and after every stage, with the modules the
     model would use for a task of the benchmark's language (that language's task once trained, else the latest task's),
     into each run's `retention: {NAME: [one value per stage]}`. Needs `allow_code_execution` (otherwise null, never 0)."""
     routing: str = "oracle"

@@ -1,4 +1,4 @@
-"""Error types; the CLI maps each to the exit code that ../SPEC.md assigns it."""
+"""Error types; the CLI maps each to the exit code that the contract (docs/SPEC.md) assigns it."""
 
 
 class CodeclError(Exception):

@@ -66,6 +66,7 @@ def export_model(run_dir: str | Path, method: str, task: str, output: str | Path
     info = {
         "format": 1, "codecl_version": __version__, "method": run["method"], "seed": run["seed"], "task": task,
         "modules": generator.module_for(task), "run_dir": str(run_dir.resolve()),
+        "order": list(run.get("order") or results["tasks"]), "order_index": int(run.get("order_index", 0)),  # which of a --orders run's runs
         "base_model": {k: v for k, v in results["base_model"].items() if k != "path"},
         "auto_class": "AutoModelForSeq2SeqLM" if model.config.is_encoder_decoder else "AutoModelForCausalLM",
         "parameters": sum(p.numel() for p in model.parameters()), "lora_merged": merged, "inserted_layer": inserted,

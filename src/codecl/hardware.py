@@ -1,4 +1,5 @@
-"""What this machine's hardware does fast: bfloat16 matrix multiplication on CPU.
+"""This machine's hardware: which device a run uses (`pick_device`), and what it does fast:
+bfloat16 matrix multiplication on CPU.
 
 On CPUs without bf16 matrix units (no AVX-512 BF16 or AMX) torch runs bfloat16 matmuls through a
 slow fallback: about 100x slower than float32 (0.9 vs 130 GFLOP/s measured on one such machine),
@@ -18,11 +19,22 @@ import time
 
 import torch
 
+from codecl.errors import ConfigError
+
 SLOW_RATIO = 8.0
 """bf16 is "slow" when a bf16 matmul takes more than this many times the float32 one. With bf16
 units the ratio is 0.3-1.7 (small matrices: per-call overhead); without, 50-150."""
 
 _SIZE, _REPEATS = 128, 3  # one 128x128 bf16 matmul is ~5 ms on a slow machine, ~30 us on a fast one
+
+
+def pick_device(name: str) -> torch.device:
+    """`train.device` (or `--device`) as a torch device: `auto` is CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name}: CUDA is not available on this machine; use cpu or auto")
+    return torch.device(name)
 
 
 def _best_seconds(dtype: torch.dtype) -> float:

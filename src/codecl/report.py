@@ -1,7 +1,7 @@
 """The run report: `report.md` and `plots/*.png`, rebuilt from `results.json` alone.
 
-It reproduces the study's tables (../shared/seed/analysis.md): a phase table per method and seed
-(BLEU before → after each stage, time, throughput, memory), the detailed performance matrix,
+It reproduces the design study's tables (the study whose claims `codecl.evaluation.claims` quotes): a
+phase table per method and seed (BLEU before → after each stage, time, throughput, memory), the detailed performance matrix,
 the full score matrix of every metric, and rankings by performance, parameter efficiency and
 forgetting. With several seeds, cells become mean ± half-width of the 95% Student-t interval.
 Plots use matplotlib's object API with the Agg canvas (no display, no pyplot global state).
@@ -427,7 +427,7 @@ def _claims(results: dict) -> str:
     rows = [[f"{c.statement} (`{c.id}`)", c.study, c.test, c.estimate, f"**{c.verdict}**"] for c in evaluate_claims(results)]
     note = ("A claim holds when the whole 95% Student-t interval over seeds lies on its side of 0, does not hold when it "
             "lies wholly on the other side, and is inconclusive otherwise (the interval spans 0, one seed gives no "
-            "interval, or the method is not in this run). Only finished runs count. The study (analysis.md) ran one seed.")
+            "interval, or the method is not in this run). Only finished runs count. The design study ran one seed.")
     return _table(["Claim", "Study", "Tested here", "This run", "Verdict"], rows) + "\n\n" + note
 
 

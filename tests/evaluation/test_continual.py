@@ -7,7 +7,7 @@ TASKS = ["python", "javascript"]
 
 
 def test_study_lora_forgetting():
-    # analysis.md, LoRA-only: Python 0.2166 after its stage, 0.2150 at the end.
+    # the design study, LoRA-only: Python 0.2166 after its stage, 0.2150 at the end.
     R = [[0.0038, 0.0196], [0.2166, 0.05], [0.2150, 0.2489]]
     assert forgetting(R, TASKS) == {"python": pytest.approx(0.0016 / 0.2166)}
     assert forgetting(R, TASKS)["python"] == pytest.approx(0.0074, abs=5e-5)  # study prints 0.78% from unrounded scores

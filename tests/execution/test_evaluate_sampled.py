@@ -202,7 +202,7 @@ def test_evaluate_writes_human_eval_files_and_unbiased_pass_at_k(subset, smoke_r
 @pytest.mark.sandbox
 def test_known_passing_samples_give_the_unbiased_pass_at_k(subset, smoke_run, cache, tmp_path, monkeypatch):
     """Samples 0 and 2 of every problem are the benchmark's own solution (under another name), 1 and 3 fail: c=2 of n=4."""
-    import codecl.execution.sampled as sampled
+    import codecl.serve.evaluate as command
 
     monkeypatch.setenv("CODECL_CACHE", str(cache))
     problems = load_benchmark(subset)
@@ -215,8 +215,8 @@ def test_known_passing_samples_give_the_unbiased_pass_at_k(subset, smoke_run, ca
             codes.append([good, "def generated(*args):\n    return None\n", good, "x = ("][: settings.n])
         return codes
 
-    monkeypatch.setattr(sampled, "sample_codes", fake_sample_codes)
-    summary = sampled.evaluate_run(smoke_run, subset, n=4, temperature=0.8, top_p=0.95, ks=[1, 2], output=tmp_path, workers=2)
+    monkeypatch.setattr(command, "sample_codes", fake_sample_codes)
+    summary = command.evaluate_run(smoke_run, subset, n=4, temperature=0.8, top_p=0.95, ks=[1, 2], output=tmp_path, workers=2)
     assert summary["results"] == {"passed": 8, "failed": 8, "timed_out": 0}
     assert summary["pass_at_k"] == {"1": pytest.approx(0.5), "2": pytest.approx(1 - 1 / 6)}
     results = _lines(tmp_path / RESULTS_FILE)
@@ -247,7 +247,7 @@ def test_sampling_is_seeded_and_greedy_matches_generate(subset, smoke_run, cache
 
 @pytest.mark.sandbox
 def test_evaluate_argument_errors_against_a_run(subset, smoke_run, cache, tmp_path, humaneval_x_js_file):
-    from codecl.execution.sampled import evaluate_run
+    from codecl.serve.evaluate import evaluate_run
 
     with pytest.raises(ConfigError, match="no trained modules"):
         evaluate_run(smoke_run, subset, n=2, temperature=0.8, top_p=0.95, ks=[1], task="javascript", output=tmp_path)

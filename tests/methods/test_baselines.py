@@ -1,11 +1,13 @@
 """The baselines' defining behaviours: sequential_ft, joint, replay, ewc, olora (tiny models, CPU)."""
+import inspect
+
 import pytest
 import torch
 
 from codecl.config import EwcConfig, JointConfig, LoraConfig, MethodConfig, OLoraConfig, ReplayConfig, TrainConfig
 from codecl.data.batching import EncodedPairs
-from codecl.errors import ConfigError
-from codecl.methods.build import build_model
+from codecl.errors import CheckpointError, ConfigError
+from codecl.methods.build import MODEL_KINDS, build_model
 from codecl.methods.ewc import EwcPenalty, fisher_diagonal
 from codecl.methods.mixing import Stage, replay_buffer
 from codecl.methods.lwf import LwfModel
@@ -77,6 +79,28 @@ def test_full_weights_save_and_load_as_safetensors(tmp_path):
     from transformers import T5ForConditionalGeneration
 
     assert T5ForConditionalGeneration.from_pretrained(tmp_path / "python").num_parameters() == ft.stored_parameter_count()
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_every_learner_loads_a_twins_modules(kind):
+    """`experiment._reuse_first_stage` calls `load_task(task, folder, saved_by=twin)` on any learner whose
+    method declares `first_stage_as`: every model kind takes the keyword (SharedModel once raised TypeError)."""
+    assert "saved_by" in inspect.signature(MODEL_KINDS[kind].load_task).parameters
+
+
+def test_shared_weights_load_what_a_twin_saved_and_refuse_other_weights(tmp_path):
+    ft = model("sequential_ft")
+    train(ft, "python")
+    ft.save_task("python", tmp_path / "python")
+    replay = model("replay", MethodConfig(lora=SMALL.lora, replay=ReplayConfig(base="full")))
+    with pytest.raises(CheckpointError, match="saved by method 'sequential_ft'"):
+        replay.load_task("python", tmp_path / "python")
+    replay.load_task("python", tmp_path / "python", saved_by="sequential_ft")
+    x, y = torch.randint(3, 90, (2, 6)), torch.randint(3, 90, (2, 4))
+    with torch.no_grad():
+        assert torch.equal(replay(input_ids=x, labels=y).logits, ft(input_ids=x, labels=y).logits)
+    with pytest.raises(CheckpointError, match="full weights"):  # a twin's weights must be of the same kind
+        model("replay").load_task("python", tmp_path / "python", saved_by="sequential_ft")
 
 
 # ---------------------------------------------------------------- joint

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 IGNORE_INDEX = -100  # label positions ignored by the cross-entropy loss
+PROMPT_ATTRIBUTE = "codecl_prompt"
+"""Where a decoder-only base's tokenizer carries its prompt format (`codecl.model.causal.configure_tokenizer`),
+which encodes that tokenizer's pairs itself (`PromptFormat.encode_pairs`): this module needs no model code."""
 
 
 @dataclass
@@ -65,10 +68,8 @@ def encode_pairs(tokenizer, sources: list[str], targets: list[str], max_source_t
     A decoder-only base's tokenizer (it carries a prompt format, `codecl.model.causal`) gets causal-LM
     pairs instead: `source_ids` = prompt + code, `target_ids` = the same with the prompt masked (-100),
     which `pad_batch` turns into an ordinary causal-LM batch."""
-    from codecl.model.causal import encode_causal_pairs, prompt_format
-
-    if (fmt := prompt_format(tokenizer)) is not None:
-        return encode_causal_pairs(tokenizer, fmt, sources, targets, max_source_tokens, max_target_tokens)
+    if (fmt := getattr(tokenizer, PROMPT_ATTRIBUTE, None)) is not None:
+        return fmt.encode_pairs(tokenizer, sources, targets, max_source_tokens, max_target_tokens)
     eos = tokenizer.eos_token_id
     src, cut_src = truncate_source(tokenizer(list(sources))["input_ids"], max_source_tokens, eos)
     tgt, cut_tgt = truncate_target(tokenizer(list(targets))["input_ids"], max_target_tokens)

@@ -53,7 +53,7 @@ def read_records(path: Path) -> Iterator[Record]:
         return
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a leading BOM is not JSON
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -74,7 +74,7 @@ def _parse_line(line: str, path: Path, lineno: int) -> Record:
 
 def _read_json_list(path: Path) -> Iterator[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     except json.JSONDecodeError as exc:
         yield Record(None, str(path), exc.lineno, f"{path}:{exc.lineno}: not valid JSON ({exc.msg}) — a .json file must hold one list of records")
         return

@@ -163,7 +163,8 @@ def load_pairs_with_stats(data_cfg: DataConfig, language: str, split: str) -> tu
     stats = {"records": clean.records, "kept": len(pairs), "dropped": dict(sorted((k, v) for k, v in dropped.items() if v)), "capped": capped}
     if not pairs:
         raise DataError(f"no {language} {split} pairs in {where} after cleaning ({stats['records']} records, dropped {stats['dropped']}) — "
-                        f"check data.path, or relax data.max_target_lines")
+                        + (f"check data.tasks.{language} (its path's {split} file, input_field/target_field), or relax data.max_target_lines"
+                           if language in data_cfg.tasks else "check data.path, or relax data.max_target_lines"))
     return pairs, stats
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from codecl.config import DataConfig, UserTaskConfig
+from codecl.config import LANGUAGES, DataConfig, UserTaskConfig
 from codecl.data.clean import CleanStats, Pair, clean_with_records, normalize_whitespace
 from codecl.data.records import SPLITS, Record, read_records
 from codecl.errors import DataError
@@ -99,7 +99,7 @@ def _files(name: str, root: Path) -> dict[str, list[Path]] | list[Path]:
 
 def _read_csv(path: Path) -> Iterator[Record]:
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a spreadsheet's BOM is not part of the first column's name
             reader = csv.DictReader(fh)
             if reader.fieldnames is None:
                 return
@@ -188,13 +188,17 @@ def _row_id(record: Record, spec: UserTaskConfig, name: str) -> str:
     return f"{name}:{Path(record.file).name}:{record.line}"
 
 
-def _row_language(record: Record) -> str | None:
+def _row_language(record: Record, name: str) -> str | None:
     value = record.fields.get("language")
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise DataError(f"{record.origin}: field 'language' is {type(value).__name__}, not a language name")
-    return value.strip().lower()
+    language = value.strip().lower()
+    if language not in LANGUAGES:  # syntax checks and execution know only these
+        raise DataError(f"{record.origin}: field 'language' is {value!r}, not one of {', '.join(LANGUAGES)} — fix the row, or drop the "
+                        f"field and set data.tasks.{name}.language")
+    return language
 
 
 class _Loaded:
@@ -276,7 +280,7 @@ class _Loaded:
             stats.records += 1
             self._good(record)
             source, target = _text(record, spec.input_field, "input_field", name), _text(record, spec.target_field, "target_field", name)
-            row_language = _row_language(record)
+            row_language = _row_language(record, name)
             if row_language is not None:
                 if self.language is None:
                     self.language = row_language

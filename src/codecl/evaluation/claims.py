@@ -1,4 +1,5 @@
-"""The design study's headline claims (../shared/seed/analysis.md), checked on a run's results.
+"""The design study's headline claims (quoted with the study's numbers in the table below; README,
+"Seeds, intervals and the study's claims"), checked on a run's results.
 
 Each claim becomes a one-sided question about a 95% Student-t interval over seeds:
 `holds` when the whole interval lies on the claimed side of 0, `does not hold` when it lies
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from codecl.evaluation.stats import Interval, interval95
-from codecl.evaluation.summary import COMPARED_METRIC, compare_methods, mean_forgetting, method_groups
+from codecl.evaluation.groups import COMPARED_METRIC, compare_methods, mean_forgetting, method_groups
 
 __all__ = ["Claim", "evaluate_claims", "verdict", "HOLDS", "FAILS", "SPANS", "ONE_SEED", "ABSENT", "UNDEFINED", "ZERO"]
 
@@ -50,7 +51,7 @@ class Claim:
     statement: str
     """The study's claim, in words."""
     study: str
-    """What the study measured (analysis.md), or that it did not."""
+    """What the study measured (its numbers, as the module docstring's table quotes them), or that it did not."""
     test: str
     """The quantity tested here and the side of 0 that supports the claim."""
     verdict: str

@@ -10,40 +10,13 @@ so it can never disagree with them; readers (the report) recompute it rather tha
 from __future__ import annotations
 
 from itertools import combinations
-from statistics import fmean
-from typing import Optional
 
-from codecl.evaluation.stats import interval95, paired_t_test
+from codecl.evaluation.claims import evaluate_claims
+from codecl.evaluation.groups import COMPARED_METRIC, _order, compare_methods, mean_forgetting, method_groups
+from codecl.evaluation.stats import interval95
 
 __all__ = ["method_groups", "mean_forgetting", "summarize_method", "compare_methods", "summarize", "COMPARED_METRIC"]
-
-COMPARED_METRIC = "bleu"
-"""The paired comparisons and the claims are on final average BLEU, the study's headline number."""
-
-
-def _complete(results: dict, run: dict) -> bool:
-    # as codecl.results.is_complete (which imports this module): every task trained, or a finished joint run
-    return len(run["stages"]) == len(results["tasks"]) + 1 or run["stages"] == ["base", "joint"]
-
-
-def method_groups(results: dict) -> dict[str, tuple[list[dict], bool]]:
-    """method → (runs summarised, complete?): its finished runs, else all of its runs (complete=False)."""
-    groups: dict[str, tuple[list[dict], bool]] = {}
-    for method in dict.fromkeys(r["method"] for r in results["runs"]):
-        runs = [r for r in results["runs"] if r["method"] == method]
-        finished = [r for r in runs if _complete(results, r)]
-        groups[method] = (finished, True) if finished else (runs, False)
-    return groups
-
-
-def mean_forgetting(run: dict) -> Optional[float]:
-    """Mean of the run's defined per-task forgetting values (None when it has none)."""
-    values = [v for v in run["forgetting"].values() if v is not None]
-    return fmean(values) if values else None
-
-
-def _order(run: dict) -> int:
-    return int(run.get("order_index", 0))
+# method_groups, mean_forgetting, compare_methods, COMPARED_METRIC: codecl.evaluation.groups's, re-exported
 
 
 def summarize_method(runs: list[dict], tasks: list[str]) -> dict:
@@ -92,18 +65,8 @@ def summarize_method(runs: list[dict], tasks: list[str]) -> dict:
     return summary
 
 
-def compare_methods(runs_a: list[dict], runs_b: list[dict], metric: str = COMPARED_METRIC) -> dict:
-    """Paired t-test of final average `metric`, a − b, over the (seed, task order) runs both methods ran."""
-    by_key_b = {(r["seed"], _order(r)): r for r in runs_b}
-    pairs = [(r, by_key_b[(r["seed"], _order(r))]) for r in runs_a if (r["seed"], _order(r)) in by_key_b]
-    test = paired_t_test([a["final_average"].get(metric) for a, _ in pairs], [b["final_average"].get(metric) for _, b in pairs])
-    return {"seeds": [a["seed"] for a, _ in pairs], "orders": [_order(a) for a, _ in pairs], **test.as_dict()}
-
-
 def summarize(results: dict) -> dict:
     """The `summary` object of results.json (see the module docstring)."""
-    from codecl.evaluation.claims import evaluate_claims
-
     tasks, groups = results["tasks"], method_groups(results)
     methods = {m: {"complete": complete, **summarize_method(runs, tasks)} for m, (runs, complete) in groups.items()}
     finished = [m for m, (_, complete) in groups.items() if complete]

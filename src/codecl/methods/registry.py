@@ -35,6 +35,14 @@ from typing import Callable
 
 from codecl.errors import ConfigError
 
+JOINT_STAGE = "joint"
+"""The one training stage of the joint baseline (one model trained once on every task's data, the
+multitask upper bound). It has no task sequence: its run has the stages `["base", "joint"]` and two
+score rows (the base model, then the joint model on every task); its per-stage fields are keyed
+`joint`; it is complete with those two stages; its forgetting is `{}` and bwt / fwt `null` (no
+earlier stage to compare with); `final_average` is comparable with every other method's
+(`codecl.results` reads results.json by it)."""
+
 
 @dataclass(frozen=True)
 class SharedPlan:
@@ -43,7 +51,7 @@ class SharedPlan:
     weights: str
     """`lora` (one adapter carried across tasks) or `full` (the whole model is trained)."""
     joint: bool = False
-    """True: one stage, named `joint`, on the union of every task's training data."""
+    """True: one stage, named `joint` (`JOINT_STAGE`), on the union of every task's training data."""
     replay_per_task: int = 0
     """Examples of each earlier task mixed into each later stage's training data."""
     ewc_lambda: float = 0.0

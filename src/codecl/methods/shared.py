@@ -32,9 +32,8 @@ from codecl.fileio import atomic_write, read_json, verify_manifest, write_manife
 from codecl.methods.continual import load_adapter, lora_config, save_adapter
 from codecl.methods.ewc import EwcPenalty, fisher_diagonal
 from codecl.methods.mixing import Stage, concat_pairs, replay_buffer
-from codecl.methods.registry import METHODS, MethodSpec
+from codecl.methods.registry import JOINT_STAGE as JOINT, METHODS, MethodSpec
 from codecl.model.base import BaseInfo
-from codecl.results import JOINT_STAGE as JOINT
 
 ADAPTER = "shared"
 
@@ -155,8 +154,9 @@ class SharedModel(nn.Module):
         if stages:
             self.load_task(stages[-1], Path(seed_dir) / stages[-1])
 
-    def load_task(self, task: str, folder: str | Path) -> None:
-        """Load the shared weights saved after `task`'s stage (adds the task if needed)."""
+    def load_task(self, task: str, folder: str | Path, saved_by: str | None = None) -> None:
+        """Load the shared weights saved after `task`'s stage (adds the task if needed). `saved_by` names
+        another method whose weights fit this one's (`MethodSpec.first_stage_as`); they must be of the same kind."""
         folder = Path(folder)
         verify_manifest(folder)
         meta = read_json(folder / "module.json")
@@ -164,9 +164,10 @@ class SharedModel(nn.Module):
         if saved_fp != self.base_info.fingerprint:
             raise AdapterMismatchError(f"{folder}: weights were trained from base fingerprint {saved_fp}, but the loaded base "
                                        f"{self.base_info.name!r} has fingerprint {self.base_info.fingerprint}")
-        if meta.get("method") != self.spec.name or meta.get("weights") != self.plan.weights:
+        expected = saved_by or self.spec.name
+        if meta.get("method") != expected or meta.get("weights") != self.plan.weights:
             raise CheckpointError(f"{folder}: saved by method {meta.get('method')!r} ({meta.get('weights')} weights), "
-                                  f"not {self.spec.name!r} ({self.plan.weights} weights)")
+                                  f"not {expected!r} ({self.plan.weights} weights)")
         if task not in self.tasks:
             self.add_task(task)
         if self.plan.weights == "full":

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from codecl.data.batching import IGNORE_INDEX, PROMPT_ATTRIBUTE, EncodedPairs
 from codecl.errors import ConfigError
 
 DEFAULT_PROMPT_TEMPLATE = "Description: {description}\nCode:\n"
 """The default `model.prompt_template`: the description, then a line `Code:` after which the code starts."""
 PLACEHOLDER = "{description}"
-_ATTRIBUTE = "codecl_prompt"
+_ATTRIBUTE = PROMPT_ATTRIBUTE  # codecl.data.batching.encode_pairs reads it
 
 # LoRA's default targets per model family (config.model_type): every attention and MLP projection.
 _LLAMA_STYLE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -149,6 +150,11 @@ class PromptFormat:
         # A chat template writes its own specials (BOS and all); a plain prompt gets the tokenizer's (Llama's BOS).
         return tokenizer(texts, add_special_tokens=not self.chat)["input_ids"], cut
 
+    def encode_pairs(self, tokenizer, sources: list[str], targets: list[str], max_source_tokens: int,
+                     max_target_tokens: int) -> EncodedPairs:
+        """What `codecl.data.batching.encode_pairs` gives for a tokenizer carrying this format: `encode_causal_pairs`."""
+        return encode_causal_pairs(tokenizer, self, sources, targets, max_source_tokens, max_target_tokens)
+
 
 def configure_tokenizer(tokenizer, template: str = DEFAULT_PROMPT_TEMPLATE, chat: bool = False):
     """Make `tokenizer` a causal base's: a pad token (EOS when it has none), and its `PromptFormat`."""
@@ -173,8 +179,6 @@ def encode_causal_pairs(tokenizer, fmt: PromptFormat, sources: list[str], target
                         max_target_tokens: int):
     """(description, code) pairs as causal-LM sequences: `source_ids` = prompt + code (+ EOS),
     `target_ids` = the same with the prompt's positions -100 (see the module docstring)."""
-    from codecl.data.batching import IGNORE_INDEX, EncodedPairs
-
     eos = tokenizer.eos_token_id
     prompts, cut_src = fmt.prompt_ids(tokenizer, sources, max_source_tokens)
     codes = tokenizer(list(targets), add_special_tokens=False)["input_ids"] if targets else []

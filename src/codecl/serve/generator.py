@@ -303,7 +303,7 @@ def resolve_run(run_dir: str | Path, method: str | None = None, seed: int | None
 def load(run_dir: str | Path, method: str | None = None, seed: int | None = None, device: str | None = None,
          progress: bool = False) -> Generator:
     """Load a run folder's base and the trained modules of one method/seed; see `Generator`."""
-    from codecl.experiment import pick_device
+    from codecl.hardware import pick_device
 
     run_dir = Path(run_dir)
     results, run = resolve_run(run_dir, method, seed)
