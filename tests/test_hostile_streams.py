@@ -118,3 +118,27 @@ def test_cli_bom_tasks_two_orders_routed_and_export_records_the_order(tmp_path):
     proc = run_codecl("run", "--preset", "smoke", "--methods", "lora", "--tasks", f"ts={bad}", "--output-dir", str(tmp_path / "r2"),
                       "--quiet", cache=cache, check=False)
     assert proc.returncode == 3 and "Traceback" not in proc.stderr and "field 'language' is 'typescript'" in proc.stderr
+
+
+def test_a_file_whose_name_names_no_split_is_not_ignored(tmp_path):
+    from codecl.config import DataConfig, UserTaskConfig
+    from codecl.data.tasks import clear_cache, load_pairs
+    from codecl.errors import DataError
+
+    clear_cache()
+    for name in ("train.jsonl", "testing.jsonl"):
+        (tmp_path / name).write_text('{"input": "a b", "target": "x = 1"}\n')
+    with pytest.raises(DataError, match=r"testing.jsonl: task 'm' has split files .* whose name names no split"):
+        load_pairs(DataConfig(tasks={"m": UserTaskConfig(path=str(tmp_path))}), "m", "train")
+
+
+def test_csv_that_is_not_utf8_is_named(tmp_path):
+    from codecl.config import DataConfig, UserTaskConfig
+    from codecl.data.tasks import clear_cache, load_pairs
+    from codecl.errors import DataError
+
+    clear_cache()
+    (tmp_path / "train.csv").write_bytes("input,target\ncaf\xe9 au lait,x = 1\n".encode("latin-1"))
+    (tmp_path / "test.csv").write_text("input,target\na,b\n")
+    with pytest.raises(DataError, match=r"train.csv: not UTF-8 text"):
+        load_pairs(DataConfig(tasks={"c": UserTaskConfig(path=str(tmp_path))}), "c", "train")

@@ -108,6 +108,16 @@ def _cfg(config: dict, dotted: str):
     return ", ".join(map(str, node)) if isinstance(node, list) else node
 
 
+def _orders_line(results: dict) -> str:
+    """The training order(s) of the run's tasks: one line, or one per task order (`--orders`, `task_orders`)."""
+    orders = {int(r.get("order_index", 0)): r.get("order") or results["tasks"] for r in results["runs"]}
+    if len(orders) <= 1:
+        order = next(iter(orders.values()), results["tasks"])
+        return f"- **Tasks, in training order**: {' → '.join(order)}"
+    listed = "; ".join(f"order {k}: {' → '.join(o)}" for k, o in sorted(orders.items()))
+    return f"- **Tasks** (score columns in this order): {', '.join(results['tasks'])}; **training orders**: {listed}"
+
+
 def _header(results: dict) -> str:
     base, cfg, tasks = results["base_model"], results["config"], results["tasks"]
     beams = _cfg(cfg, "eval.num_beams")
@@ -119,7 +129,7 @@ def _header(results: dict) -> str:
         "",
         f"- **Base model**: `{base.get('name', 'n/a')}` ({_count(base.get('parameters'))} parameters, frozen)",
         f"- **Fingerprint**: `{base.get('fingerprint', 'n/a')}`",
-        f"- **Tasks, in training order**: {' → '.join(tasks)}",
+        _orders_line(results),
         f"- **Methods**: {', '.join(dict.fromkeys(r['method'] for r in results['runs'])) or 'none yet'}; "
         f"**seeds**: {', '.join(str(s) for s in dict.fromkeys(r['seed'] for r in results['runs']))}",
         f"- **Data**: source {_cfg(cfg, 'data.source')}, at most {_cfg(cfg, 'data.max_train_examples')} training and "

@@ -92,6 +92,10 @@ def _files(name: str, root: Path) -> dict[str, list[Path]] | list[Path]:
             by_split.setdefault(split, []).append(path)
     if not by_split:
         return found
+    stray = [p for p in found if _split_of(p) is None]
+    if stray:  # e.g. testing.jsonl beside train.jsonl: never ignored in silence
+        raise DataError(f"{stray[0]}: task {name!r} has split files (train/valid/test) and this file, whose name names no split — "
+                        f"rename it to train/valid/test.<ext> (valid may be validation or dev) or move it out of {root}")
     if "train" not in by_split:
         raise DataError(f"{root}: task {name!r} has {', '.join(sorted(by_split))} files but no train file — add train.jsonl (or .csv/.parquet)")
     return by_split
@@ -99,7 +103,7 @@ def _files(name: str, root: Path) -> dict[str, list[Path]] | list[Path]:
 
 def _read_csv(path: Path) -> Iterator[Record]:
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a spreadsheet's BOM is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet BOM is not part of a column name; bad bytes stop the run, named
             reader = csv.DictReader(fh)
             if reader.fieldnames is None:
                 return
@@ -110,6 +114,8 @@ def _read_csv(path: Path) -> Iterator[Record]:
                                  f"names {len(reader.fieldnames)} columns — quote fields that hold commas or newlines")
                     continue
                 yield Record(dict(row), str(path), line)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}) — save the file as UTF-8") from None
     except (OSError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read as CSV ({exc}) — fix the file") from exc
 

@@ -183,7 +183,8 @@ class Generator:
         for run in self.results["runs"]:
             entry = methods.setdefault(run["method"], {"seeds": [], "languages": served_languages(self.results, run),
                                                        "final_average_bleu": {}})
-            entry["seeds"].append(run["seed"])
+            if run["seed"] not in entry["seeds"]:  # several task orders of one seed: listed once
+                entry["seeds"].append(run["seed"])
             entry["final_average_bleu"][str(run["seed"])] = run.get("final_average", {}).get("bleu")
         base = {k: v for k, v in self.model.base_info.as_dict().items() if k != "path"}
         if isinstance(base.get("name"), str) and _is_local(base["name"]):  # a local save_pretrained folder: its name only
