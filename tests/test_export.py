@@ -17,6 +17,8 @@ from causal_models import save_causal
 from codecl.errors import CheckpointError, ConfigError
 from helpers import run_codecl
 
+pytestmark = pytest.mark.slow  # several smoke runs exported and regenerated: minutes; CI runs -m slow
+
 T5_METHODS = ["lora", "full_layer", "hybrid", "hybrid_shared", "ewc", "olora", "joint"]
 CAUSAL_METHODS = ["lora", "full_layer"]
 DESCRIPTIONS = ["Return the sum of two numbers.", "Sort the list in place.", "Parse a URL into its parts."]

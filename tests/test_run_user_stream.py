@@ -9,6 +9,8 @@ from codecl.evaluation.loss import mean_loss  # noqa: F401  (the loss the cells 
 from codecl.results import run_path, validate_run_dir
 from helpers import run_codecl
 
+pytestmark = pytest.mark.slow  # CLI runs of a 3-task stream over 2 orders and 2 seeds, served: minutes; CI runs -m slow
+
 WORDS = {
     "gen": ["compute", "sum", "numbers", "list", "total", "add", "values"],
     "web": ["render", "widget", "button", "click", "page", "element", "style"],

@@ -423,7 +423,7 @@ def test_http_both_languages_answer_with_the_api_code(server, generator, evaluat
 
 
 @pytest.mark.parametrize("payload, field", [
-    ({"prompt": "Add two numbers."}, "language"),
+    ({"prompt": "Add two numbers.", "language": 5}, "language"),  # left out, the router picks it; present, it must be text
     ({"language": "python"}, "prompt"),
     ({"language": "python", "prompt": 5}, "prompt"),
     ({"language": "python", "prompt": "x", "max_new_tokens": "many"}, "max_new_tokens"),

@@ -40,6 +40,7 @@ def _run(out: Path, *overrides):
     return run_experiment(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_without_the_opt_in_retention_is_null_and_skipped(env):
     results = _run(env / "off")
     (run,) = results["runs"]

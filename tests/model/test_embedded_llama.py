@@ -16,6 +16,7 @@ def llama_base(tmp_path_factory):
         yield cfg, *load_base(cfg.model, cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_llama_kind_is_a_decoder_only_base_with_a_prompt(llama_base):
     cfg, model, tokenizer, info = llama_base
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 2 * cfg.model.embedded.num_layers
@@ -47,6 +48,7 @@ def test_llama_kind_has_its_own_cache_key_and_the_t5_key_is_unchanged():
     assert model_key(t5, "digest") == hashlib.sha256(before.encode()).hexdigest()[:16]  # T5 caches made before the kind existed stay valid
 
 
+@pytest.mark.slow
 def test_llama_pretraining_batches_are_language_modelling_and_masked_bimodal_pairs(llama_base):
     cfg, model, tokenizer, info = llama_base
     from dataclasses import replace
