@@ -484,7 +484,7 @@ def _long_prompts(evaluation, language, k=2):
 
 def test_http_openai_completions_match_the_api(server, generator, evaluation):
     status, body = server.get("/v1/models")
-    assert status == 200 and [m["id"] for m in body["data"]] == [f"{METHOD}/{language}" for language in LANGUAGES]
+    assert status == 200 and [m["id"] for m in body["data"]] == [f"{METHOD}/{language}" for language in LANGUAGES] + [METHOD]  # METHOD: routed
     prompt = _long_prompts(evaluation, "javascript", 1)[0]
     full, short = generator.generate_records([prompt], "javascript")[0], generator.generate_records([prompt], "javascript", 2)[0]
     assert short.truncated and short.completion_tokens == 2
