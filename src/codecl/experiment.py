@@ -411,8 +411,8 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
 
         run_on_ray(cfg, cells, log)
     else:
-        for method, seed, order_index, order in cells:
-            run_cell(ctx, method, seed, order_index, order)
+        for method, seed, order_index, order in cells:  # the main process reads results.json; other ranks keep their copy
+            run_cell(ctx, method, seed, order_index, order, None if dist.is_main else results)
     from codecl.report import summary_table, write_report
 
     mark = time.perf_counter()
@@ -481,9 +481,11 @@ def _new_run(ctx: Context, method: str, seed: int, order_index: int, order: list
     return run
 
 
-def run_cell(ctx: Context, method: str, seed: int, order_index: int, order: list[str]) -> None:
-    """One run of the grid: `method` with `seed` over the tasks in `order`, resumed where results.json has it."""
-    results = load_results(ctx.out / "results.json")
+def run_cell(ctx: Context, method: str, seed: int, order_index: int, order: list[str], results: dict | None = None) -> None:
+    """One run of the grid: `method` with `seed` over the tasks in `order`, resumed where results.json has it
+    (`results`: an in-memory document instead, for the processes of a multi-process run that write no files)."""
+    if results is None:
+        results = load_results(ctx.out / "results.json")
     run = find_run(results, method, seed, order_index) or _new_run(ctx, method, seed, order_index, order)
     if run.get("order", list(ctx.cfg.tasks)) != list(order):
         raise ConfigError(f"{ctx.out / 'results.json'}: run {method} seed {seed} order {order_index} trained {run.get('order')}, not {order}; "
