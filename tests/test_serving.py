@@ -536,7 +536,7 @@ def test_http_answers_name_no_local_path(server, run_dir, cache):
 def test_openai_client_against_the_live_server(server, generator, evaluation):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-    assert [m.id for m in client.models.list().data] == [f"{METHOD}/{language}" for language in LANGUAGES]
+    assert [m.id for m in client.models.list().data] == [f"{METHOD}/{language}" for language in LANGUAGES] + [METHOD]  # METHOD: routed
     prompt = _long_prompts(evaluation, "python", 1)[0]
     record = generator.generate_records([prompt], "python", 4)[0]
     completion = client.completions.create(model=f"{METHOD}/python", prompt=prompt, max_tokens=4, temperature=0)
