@@ -255,7 +255,9 @@ def main() -> None:
     from codecl.config import load_config, to_dict
     from codecl.experiment import pick_device
 
-    sets = list(args.set)
+    # The reference is Seq2SeqTrainer: an embedded base is built as the T5 of the measured figures (400 steps),
+    # not the quickstart's decoder-only default; a later --set wins.
+    sets = ["model.embedded.kind=t5", "model.embedded.pretrain_steps=400", *args.set]
     preset_cfg = load_config(args.preset, overrides=sets)
     if preset_cfg.model.name == "embedded":
         # Built (or found) once, from the preset's own data caps, so --samples does not change the base;

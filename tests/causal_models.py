@@ -62,8 +62,9 @@ def make_config(family: str, vocab_size: int, tokenizer=None):
                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
-def make_causal(family: str, seed: int = 0):
-    """(frozen model in eval mode, tokenizer) of a tiny random `family` LM."""
+def make_causal(family: str, seed: int = 0, **config):
+    """(frozen model in eval mode, tokenizer) of a tiny random `family` LM; `config` overrides config
+    fields (e.g. num_hidden_layers=2, max_position_embeddings=2048)."""
     from transformers import AutoModelForCausalLM
 
     from codecl.model.base import freeze
@@ -71,7 +72,10 @@ def make_causal(family: str, seed: int = 0):
 
     tokenizer = make_tokenizer(family)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(make_config(family, len(tokenizer), tokenizer))
+    model_config = make_config(family, len(tokenizer), tokenizer)
+    for name, value in config.items():
+        setattr(model_config, name, value)
+    model = AutoModelForCausalLM.from_config(model_config)
     with torch.no_grad():  # decisive logits that depend on the whole prompt: the default init is near-uniform
         for name, p in model.named_parameters():
             if p.dim() == 2:
@@ -81,9 +85,9 @@ def make_causal(family: str, seed: int = 0):
     return freeze(model).eval(), configure_tokenizer(tokenizer)
 
 
-def save_causal(family: str, folder: Path, seed: int = 0) -> Path:
-    """A `save_pretrained` folder (model + tokenizer) of a tiny random `family` LM."""
-    model, tokenizer = make_causal(family, seed)
+def save_causal(family: str, folder: Path, seed: int = 0, **config) -> Path:
+    """A `save_pretrained` folder (model + tokenizer) of a tiny random `family` LM (`config`: as `make_causal`)."""
+    model, tokenizer = make_causal(family, seed, **config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)

@@ -116,7 +116,39 @@ def _check_export(run_dir, method: str, task: str, folder):
     block = json.loads(block_json.read_text())["parameters"] if block_json.is_file() else 0
     assert sum(p.numel() for p in model.parameters()) == results["base_model"]["parameters"] + block == info["parameters"]
     assert not any("lora_" in name for name, _ in model.named_parameters())
+    _check_model_card(folder, results, method, task, stage)
     return model, tokenizer, info, exported
+
+
+def _check_model_card(folder, results, method, task, stage):
+    """README.md: a model card whose front matter parses and whose scores are results.json's."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "other" and card.data.library_name == "transformers" and method in card.data.tags
+    run = next(r for r in results["runs"] if r["method"] == method)
+    tasks = results["tasks"]
+    assert f"Task stream, in training order: {' → '.join(run.get('order') or tasks)}." in card.text
+    final = run["scores"]["bleu"][-1]
+    row = next(line for line in card.text.splitlines() if line.startswith(f"| {tasks[1]} | "))
+    assert row.split(" | ")[1] == f"{final[1]:.4f}"
+    if task in tasks:
+        own = run["stages"].index(task)
+        line = next(line for line in card.text.splitlines() if line.startswith("| syntax_pass | "))
+        assert line == f"| syntax_pass | {run['scores']['syntax_pass'][own][tasks.index(task)]:.4f} | " \
+                       f"{run['scores']['syntax_pass'][-1][tasks.index(task)]:.4f} |"
+    assert f"learning rate {results['config']['train']['lr']}" in card.text and "## Licence" in card.text
+
+
+def test_base_licence_reads_the_card_then_the_table(tmp_path):
+    from codecl.export import base_licence
+
+    (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a base\n")
+    assert base_licence({"name": "my/base", "path": str(tmp_path)})[0] == "apache-2.0"
+    assert base_licence({"name": "Salesforce/codet5-small", "path": str(tmp_path / "none")})[0] == "bsd-3-clause"
+    assert base_licence({"name": "Qwen/Qwen2.5-Coder-0.5B", "path": ""})[0] == "apache-2.0"
+    assert base_licence({"name": "someone/unknown", "path": ""}) == ("other", "unknown here: check the base model's own card")
+    assert base_licence({"name": "embedded", "path": ""})[0] == "other"
 
 
 @pytest.mark.parametrize("method,task", [(m, "javascript") for m in T5_METHODS if m != "joint"] + [("joint", "joint"), ("joint", "python")])

@@ -49,10 +49,10 @@ def test_jsonl_and_json_with_a_utf8_bom(tmp_path, suffix):
     assert len(load_pairs(_cfg("bom", path=str(tmp_path)), "bom", "train")) == 3
 
 
-def test_row_language_outside_the_six_is_a_data_error_naming_file_line_and_field(tmp_path):
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows("a", 2, language="typescript")))
+def test_row_language_not_registered_is_a_data_error_naming_file_line_and_field(tmp_path):
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows("a", 2, language="cobol")))
     (tmp_path / "test.jsonl").write_text(json.dumps(_rows("b", 1)[0]) + "\n")
-    with pytest.raises(DataError, match=r"train.jsonl:1: field 'language' is 'typescript', not one of python, .* data.tasks.ts.language"):
+    with pytest.raises(DataError, match=r"train.jsonl:1: field 'language' is 'cobol', not one of python, .* data.tasks.ts.language"):
         load_pairs(_cfg("ts", path=str(tmp_path)), "ts", "train")
 
 

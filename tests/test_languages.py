@@ -11,7 +11,8 @@ from codecl.languages import get_language, get_parser, known_languages, parse_ok
 
 
 def test_registry_matches_the_config_task_names():
-    assert known_languages() == list(config.LANGUAGES) == ["python", "javascript", "java", "go", "php", "ruby"]
+    assert known_languages() == list(config.LANGUAGES)
+    assert known_languages()[:6] == ["python", "javascript", "java", "go", "php", "ruby"]  # CodeSearchNet's, then any added
     for name in known_languages()[1:]:  # every tree-sitter grammar is installed with codecl
         assert languages.get_tree_sitter_language(name) is not None
 

@@ -3,7 +3,8 @@
 Bottom to top (a module may import its own layer and the layers below it, never one above):
 
 0. foundation  `errors`, `paths`, `fileio`, `config`, `languages`, `hardware` (device choice, bf16 speed),
-               `distributed`, `memory`, `checkpoint`, `provenance`: no model, no data, no results.
+               `distributed`, `memory`, `checkpoint`, `provenance`, `registry` (the names of methods, metrics and
+               languages; code of upper layers only as "module:attr" references): no model, no data, no results.
 1. data        `codecl.data`: records, cleaning, corpora and tasks, tokenization and batching.
 2. model       `codecl.model`: bases (T5, causal LMs, the embedded one), inserted blocks, dropout.
 3. measure     `codecl.evaluation` (loss, generation, metrics, intervals, claims) and `codecl.execution`
@@ -33,7 +34,7 @@ ROOT = Path(codecl.__file__).parent
 
 LAYERS = [
     ("foundation", ["errors", "paths", "fileio", "config", "languages", "hardware", "distributed", "memory", "checkpoint",
-                    "provenance"]),
+                    "provenance", "registry"]),
     ("data", ["data"]),
     ("model", ["model"]),
     ("measure", ["evaluation", "execution"]),

@@ -64,7 +64,8 @@ def _config_options(f):
 @cli.command()
 @_config_options
 @click.option("--output-dir", help="Run folder (default: the config's output_dir).")
-@click.option("--methods", help="Comma-separated methods: lora,full_layer,hybrid,hybrid_shared; baselines sequential_ft,joint,replay,ewc,olora.")
+@click.option("--methods", help="Comma-separated methods (default: the study's lora,full_layer,hybrid,hybrid_shared); "
+              "`codecl list methods` lists every registered one: baselines and installed plugins.")
 @click.option("--tasks", help="Comma-separated task sequence: languages (python,javascript,...), tasks of data.tasks, or NAME=PATH "
               "(your own data: PATH/{train,valid,test}.jsonl|.csv|.parquet with fields input, target, optional language).")
 @click.option("--orders", type=click.IntRange(min=1), help="Run every method x seed on N task orders: the given one, then seeded permutations.")
@@ -99,6 +100,30 @@ def run(preset, config_file, overrides, output_dir, methods, tasks, orders, laun
         run_sweep(cfg, resume=resume, progress=not quiet)
     else:
         run_experiment(cfg, resume=resume, progress=not quiet)
+
+
+@cli.command("list")
+@click.argument("what", type=click.Choice(["methods", "metrics", "languages"]))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def list_registered(what, as_json):
+    """What codecl knows: every registered method, metric or language, with where it comes from
+    (codecl itself or a plugin's entry point) and the plugins that failed to load."""
+    import codecl.languages  # noqa: F401 - registers the languages
+    from codecl import registry
+
+    reg = {"methods": registry.METHODS, "metrics": getattr(registry, "METRICS", None),
+           "languages": getattr(codecl.languages, "LANGUAGES", None)}[what]
+    rows = [{"name": spec.name, "description": getattr(spec, "description", "") or "", "origin": reg.origin(spec.name)} for spec in reg]
+    broken = reg.broken()
+    if as_json:
+        click.echo(json.dumps({"registered": rows, "broken": broken}))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        origin = "" if r["origin"] == "codecl" else f"  [{r['origin']}]"
+        click.echo(f"{r['name']:<{width}}  {r['description']}{origin}")
+    for name, why in broken.items():
+        click.echo(f"{name:<{width}}  NOT LOADED: {why}", err=True)
 
 
 @cli.command()

@@ -19,14 +19,21 @@ from typing import Any
 import yaml
 
 from codecl.errors import ConfigError
+from codecl.languages import executable_languages, known_languages
+from codecl.registry import ALWAYS_COMPUTED, DEFAULT_METRICS, METHODS, METRICS, STUDY_METHODS
 
-LANGUAGES = ("python", "javascript", "java", "go", "php", "ruby")
-METHOD_NAMES = ("lora", "full_layer", "hybrid", "hybrid_shared")
-"""The study's four methods (the default `methods`)."""
-BASELINE_NAMES = ("sequential_ft", "joint", "replay", "ewc", "olora", "merge_linear", "merge_ties", "merge_dare", "lwf")
-"""Reference methods run in the same harness (`codecl.methods.registry`); named explicitly in `methods`."""
-EXEC_LANGUAGES = ("python", "javascript")
-"""Languages whose generated code the sandbox can run (`eval.exec_benchmarks`)."""
+LANGUAGES = tuple(known_languages())
+"""Every language (task name) of the registry `codecl.languages.LANGUAGES`, which is the one place they are described."""
+METHOD_NAMES = STUDY_METHODS
+"""The study's four methods (the default `methods`). Every method — these, the baselines and plugins'
+— is named in `codecl.registry.METHODS` only."""
+EXEC_LANGUAGES = tuple(executable_languages())
+
+
+def _languages() -> tuple[str, ...]:
+    """Every registered language now, plugins' (`codecl.languages` entry points) included: what validation reads."""
+    return tuple(known_languages())
+"""Languages whose generated code the sandbox can run (`eval.exec_benchmarks`; `LanguageSpec.executes`)."""
 
 
 class _Checks:
@@ -89,7 +96,7 @@ class UserTaskConfig:
     id_field: str | None = None
     """`pairs`: a field holding a stable example id (default: `file:line`)."""
     language: str | None = None
-    """The code's language (syntax checks, execution): one of python, javascript, java, go, php, ruby. None: the
+    """The code's language (syntax checks, execution): a registered language (`codecl list languages`). None: the
     rows' `language` field when they have one (all rows must agree), else python."""
     direction: str = "nl_to_code"
     """nl_to_code, code_to_nl or code_to_code (see TASK_DIRECTIONS)."""
@@ -111,8 +118,8 @@ class UserTaskConfig:
         c.require(self.format == "pairs" or self.direction != "code_to_code", "direction",
                   "code_to_code needs format pairs (CodeSearchNet records hold a description and code)")
         c.require(not self.embedded or self.language is not None, "language", "must be set for an embedded task (the corpus of that language)")
-        c.require(self.language is None or self.language in LANGUAGES, "language",
-                  f"must be one of {', '.join(LANGUAGES)} (or null: the rows' language field, else python), got {self.language!r}")
+        c.require(self.language is None or self.language in _languages(), "language",
+                  f"must be one of {', '.join(_languages())} (or null: the rows' language field, else python), got {self.language!r}")
         c.require(self.direction in TASK_DIRECTIONS, "direction", f"must be one of {', '.join(TASK_DIRECTIONS)}, got {self.direction!r}")
         c.require(bool(self.input_field) and bool(self.target_field) and self.input_field != self.target_field, "input_field",
                   "and target_field must be two different field names")
@@ -174,7 +181,7 @@ class DataConfig:
             c.require(8 <= getattr(self, name) <= 4096, name, f"must be in [8, 4096], got {getattr(self, name)}")
         _check_revision(c, "hub_revision", self.hub_revision)
         for name, spec in self.tasks.items():
-            c.require(_TASK_NAME.fullmatch(name) is not None and name not in LANGUAGES and name not in _RESERVED_NAMES, "tasks",
+            c.require(_TASK_NAME.fullmatch(name) is not None and name not in _languages() and name not in _RESERVED_NAMES, "tasks",
                       f"name {name!r} must be letters, digits, '_', '-' or '.', start with a letter, and not be a built-in language "
                       f"or one of {', '.join(_RESERVED_NAMES)}")
             c.errors += spec.check(name)
@@ -439,6 +446,20 @@ class MethodConfig:
     """Settings of the merging baselines (merge_linear, merge_ties, merge_dare)."""
     lwf: LwfConfig = field(default_factory=LwfConfig)
     """Settings of the LwF (learning without forgetting) baseline."""
+    plugins: dict[str, Any] = field(default_factory=dict)
+    """The sections of methods registered by plugins (`codecl.registry`), keyed by method name: written
+    `method.<name>: {...}` in a config (not under `plugins`), built from the method's `config_class`
+    (validated like the sections above) or kept as a plain mapping when it has none."""
+
+    def section(self, name: str):
+        """The settings section of method `name`: a built-in one above, a plugin's, or its `config_class`'s
+        defaults when the config has no such section (None when it has no `config_class` either)."""
+        if name in self.plugins:
+            return self.plugins[name]
+        if name != "plugins" and name in {f.name for f in dataclasses.fields(self)}:
+            return getattr(self, name)
+        spec = METHODS.get(name)
+        return spec.config_class() if spec.config_class is not None else None
 
 
 @dataclass(frozen=True)
@@ -539,6 +560,13 @@ class EvalConfig:
     picks from its input alone (`codecl.routing`: nearest task prototype of the frozen base's mean-pooled
     input states, each task's prototype learned from its training inputs when it is trained); results carry
     `routed_scores` and `routing_accuracy` beside the oracle `scores`."""
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    """Metrics scored on every task after every stage, by name in `codecl.registry.METRICS` (plugins add
+    theirs through the `codecl.metrics` entry points), e.g. `[bleu, exact_match, syntax_pass,
+    bleu_sentence_smoothed, codebleu]`. `bleu`, `exact_match` and `syntax_pass` are always computed (added
+    in front when missing: results.json requires them, and forgetting is on `bleu`); `loss` always is too,
+    and `pass_at_1` comes with `exec_benchmarks`. A metric whose package is missing (`codebleu`:
+    `pip install --no-deps codebleu==0.7.0`) stops the run before anything is computed."""
 
     def __post_init__(self):
         c = _Checks("eval.")
@@ -568,7 +596,18 @@ class EvalConfig:
         c.require(self.exec_timeout_s > 0, "exec_timeout_s", f"must be > 0, got {self.exec_timeout_s}")
         c.require(self.exec_max_problems is None or self.exec_max_problems > 0, "exec_max_problems",
                   f"must be positive or null, got {self.exec_max_problems}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            broken = METRICS.broken()
+            c.require(False, "metrics", f"has unknown metric(s) {unknown}; available: "
+                      f"{', '.join(s.name for s in METRICS if s.selectable)}" + "".join(f"; {m}: {broken[m]}" for m in unknown if m in broken)
+                      + "".join(f"; plugin {m} is broken: {why}" for m, why in broken.items() if m not in unknown))
+        elsewhere = [m for m in self.metrics if m in METRICS and not METRICS.get(m).selectable]
+        c.require(not elsewhere, "metrics", f"cannot select {elsewhere}: computed by the run itself (loss always; pass_at_1 with "
+                  f"eval.exec_benchmarks and eval.allow_code_execution)")
+        c.require(len(set(self.metrics)) == len(self.metrics), "metrics", "must not repeat a metric")
         c.raise_if_any()
+        object.__setattr__(self, "metrics", tuple(dict.fromkeys((*ALWAYS_COMPUTED, *self.metrics))))  # the resolved list
 
 
 @dataclass(frozen=True)
@@ -668,8 +707,8 @@ class RunConfig:
                       f"items must be KEY=V1,V2,... (e.g. method.lora.rank=4,8,16), got {item!r}")
             c.require(key.strip() not in ("sweep", "output_dir"), "sweep", f"cannot sweep {key.strip()!r}")
         c.require(len(self.tasks) >= 1, "tasks", "must name at least one task")
-        unknown = [t for t in self.tasks if t not in LANGUAGES and t not in self.data.tasks]
-        c.require(not unknown, "tasks", f"has unknown task(s) {unknown}; known: the languages {', '.join(LANGUAGES)}"
+        unknown = [t for t in self.tasks if t not in _languages() and t not in self.data.tasks]
+        c.require(not unknown, "tasks", f"has unknown task(s) {unknown}; known: the languages {', '.join(_languages())}"
                   f"{', the tasks of data.tasks ' + ', '.join(self.data.tasks) if self.data.tasks else ''} — define your own with "
                   f"--tasks NAME=PATH or data.tasks")
         c.require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a task")
@@ -681,8 +720,10 @@ class RunConfig:
             c.require(sorted(order) == sorted(self.tasks), f"task_orders[{i}]", f"must be a permutation of tasks {list(self.tasks)}, got {list(order)}")
         c.require(len(set(self.task_orders)) == len(self.task_orders), "task_orders", "must not repeat an order")
         c.require(self.launcher in ("local", "ray"), "launcher", f"must be local or ray, got {self.launcher!r}")
-        unknown = [m for m in self.methods if m not in METHOD_NAMES + BASELINE_NAMES]
-        c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHOD_NAMES + BASELINE_NAMES)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        broken = METHODS.broken()
+        c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHODS.names())}"
+                  + "".join(f"; {m}: {broken[m]}" for m in unknown if m in broken))
         c.require(len(set(self.methods)) == len(self.methods), "methods", "must not repeat a method")
         c.require(len(self.methods) >= 1, "methods", "must name at least one method")
         c.require(len(self.seeds) >= 1, "seeds", "must name at least one seed")
@@ -710,6 +751,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError:
                 pass
         return _convert(value, non_none[-1], key)
+    if isinstance(value, _PluginSections):
+        return dict(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping of name: settings, got {type(value).__name__}")
@@ -759,6 +802,8 @@ def _build(cls: type, data: Any, prefix: str = ""):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is MethodConfig:
+        data = _plugin_sections(data, prefix)
     unknown = sorted(set(data) - set(fields))
     errors = [f"{prefix}{k} is not a known key (known: {', '.join(fields)})" for k in unknown]
     kwargs = {}
@@ -772,11 +817,49 @@ def _build(cls: type, data: Any, prefix: str = ""):
             errors.append(str(exc))
     if errors:
         raise ConfigError("; ".join(errors))
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # a plugin's config class validating with plain exceptions
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
+
+
+def _plugin_sections(data: dict, prefix: str) -> dict:
+    """`method.<name>` sections of plugin methods moved under `plugins`, each built from the method's
+    `config_class` when it has one (a `plugins` key written by `to_dict` is read back the same way)."""
+    builtin = {f.name for f in dataclasses.fields(MethodConfig)}
+    sections = dict(data.get("plugins") or {})
+    data = {k: v for k, v in data.items() if k != "plugins"}
+    for key in [k for k in data if k not in builtin and k in METHODS]:
+        sections[key] = data.pop(key)
+    plugins, errors = {}, []
+    for name, value in sections.items():
+        try:
+            spec = METHODS.get(name)
+        except ConfigError as exc:
+            errors.append(f"{prefix}{name}: {exc}")
+            continue
+        if spec.config_class is not None:
+            try:
+                plugins[name] = _build(spec.config_class, value if value is not None else {}, f"{prefix}{name}.")
+            except ConfigError as exc:
+                errors.append(str(exc))
+        elif value is not None and not isinstance(value, dict):
+            errors.append(f"{prefix}{name} must be a mapping of settings, got {type(value).__name__}")
+        else:
+            plugins[name] = dict(value or {})
+    if errors:
+        raise ConfigError("; ".join(errors))
+    if plugins:
+        data["plugins"] = _PluginSections(plugins)
+    return data
+
+
+class _PluginSections(dict):
+    """Plugin sections already built (so `_convert` keeps them as they are)."""
 
 
 def to_dict(cfg) -> dict:
-    """Plain, YAML/JSON-ready dict (tuples become lists)."""
+    """Plain, YAML/JSON-ready dict (tuples become lists); plugin method sections as `method.<name>`."""
 
     def _plain(v):
         if isinstance(v, tuple):
@@ -785,7 +868,11 @@ def to_dict(cfg) -> dict:
             return {k: _plain(x) for k, x in v.items()}
         return v
 
-    return _plain(dataclasses.asdict(cfg))
+    plain = _plain(dataclasses.asdict(cfg))
+    for section in (plain, plain.get("method")):
+        if isinstance(section, dict) and isinstance(section.get("plugins"), dict) and "lora" in section:
+            section.update(section.pop("plugins"))
+    return plain
 
 
 def from_dict(data: dict) -> RunConfig:
@@ -876,7 +963,7 @@ def _user_task_entries(data: dict, entries: list) -> list:
         else:
             defined = (data.get("data") or {}).get("tasks") if isinstance(data.get("data"), dict) else None
             after_path = bool(names) and isinstance(entries[len(names) - 1], str) and "=" in entries[len(names) - 1]
-            if after_path and isinstance(entry, str) and entry not in LANGUAGES and entry not in (defined if isinstance(defined, dict) else {}):
+            if after_path and isinstance(entry, str) and entry not in _languages() and entry not in (defined if isinstance(defined, dict) else {}):
                 raise ConfigError(f"tasks: {entry!r} is no task — the comma before it split the entry {entries[len(names) - 1]!r}; a path "
                                   f"holding a comma cannot go in --tasks: rename the folder, or define the task in a config file "
                                   f"(data.tasks.NAME.path) and name it in --tasks")

@@ -33,9 +33,9 @@ from codecl.execution.inrun import METRIC as EXEC_METRIC, InRunExecutor
 from codecl.fileio import write_text
 from codecl.hardware import pick_device  # also codecl.experiment.pick_device, as before
 from codecl.provenance import collect_provenance, data_fingerprint
-from codecl.methods.build import build_model
+from codecl.methods.build import build_model, routes_by_task
 from codecl.methods.continual import ContinualModel
-from codecl.methods.registry import METHODS
+from codecl.registry import METHODS, check_metrics_installed
 from codecl.model.base import load_base
 from codecl.orders import run_folder_name, task_orders
 from codecl.results import commit_run, find_run, finalize_run, load_results, new_results, run_path, save_results
@@ -160,9 +160,9 @@ def _oracle_module(task: str, trained: list[str]) -> str | None:
     return task if task in trained else (trained[-1] if trained else None)
 
 
-def _task_scores(hyps: list[str], data: TaskData, losses: list[tuple[float, int]]) -> tuple[dict, list[dict]]:
+def _task_scores(hyps: list[str], data: TaskData, losses: list[tuple[float, int]], metrics: tuple[str, ...]) -> tuple[dict, list[dict]]:
     language = data.info.language if data.info.output_is_code else None  # text outputs have no syntax to check
-    scores, examples = score_with_examples(hyps, data.eval_references, language)
+    scores, examples = score_with_examples(hyps, data.eval_references, language, metrics)  # eval.metrics, via codecl.registry.METRICS
     scores["loss"] = mean_loss(losses)
     return scores, examples
 
@@ -170,7 +170,7 @@ def _task_scores(hyps: list[str], data: TaskData, losses: list[tuple[float, int]
 def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, TaskData], trained: list[str], cfg: RunConfig,
                  device, progress: bool, desc: str, executor: InRunExecutor | None = None, log=None) -> Evaluation:
     """Score every task: a trained task with its own modules, any other with the latest task's.
-    Metrics of SPEC plus `loss` (teacher-forced nats per reference token). With an `executor`
+    The metrics of `eval.metrics` (SPEC's by default) plus `loss` (teacher-forced nats per reference token). With an `executor`
     (benchmarks configured and execution allowed), `pass_at_1` too: null for a task without a benchmark."""
     rows: dict[str, list] = {}
     truncated: list[int] = []
@@ -183,7 +183,7 @@ def evaluate_all(cm: ContinualModel | None, model, tokenizer, tasks: dict[str, T
                                       f"{desc} eval {name}")
         hyps = [text for text, _ in outputs]
         losses = per_example_losses(model, data.eval_encoded, tokenizer.pad_token_id, cfg.eval.batch_size, device)
-        scores, examples = _task_scores(hyps, data, losses)
+        scores, examples = _task_scores(hyps, data, losses, cfg.eval.metrics)
         example_losses[name] = losses
         for metric, value in scores.items():
             rows.setdefault(metric, []).append(value)
@@ -251,7 +251,7 @@ def evaluate_routed(cm, model, tokenizer, tasks: dict[str, TaskData], trained: l
         if not moved:
             scores = {m: oracle.rows[m][list(tasks).index(name)] for m in oracle.rows if m != EXEC_METRIC}
         else:
-            scores, _ = _task_scores(hyps, data, losses)
+            scores, _ = _task_scores(hyps, data, losses, cfg.eval.metrics)
         for metric, value in scores.items():
             rows.setdefault(metric, []).append(value)
     oracle.routed_rows = rows
@@ -358,6 +358,7 @@ def run_experiment(cfg: RunConfig, resume: bool = False, progress: bool = True) 
     results = load_results(results_path) if resume and results_path.exists() else None
     if results is not None:
         _check_resume(results, cfg, results_path)
+    check_metrics_installed(cfg.eval.metrics)  # before anything is computed: e.g. codebleu missing is one line, exit 2
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -522,7 +523,7 @@ def _run_method(ctx: Context, method, seed, order_index, order, run, results) ->
     home = run_path(out, run)
     train_data = {t: d.train for t, d in tasks.items()}
     stages = cm.stages(list(order))  # one per task; the joint baseline's single `joint` stage
-    by_task = METHODS.get(method).kind == "modules" and getattr(cm, "routes_by_task", True)
+    by_task = routes_by_task(METHODS.get(method), cm)
     tag = f"{method} seed-{seed}" + (f" order-{order_index}" if order_index else "")
     for index, stage in enumerate(stages, start=1):
         task, stage_seed = stage.name, seed * 1000 + index

@@ -19,6 +19,11 @@ activates them; then the model is made plain:
   `no_repeat_ngram_size`, greedy; a causal LM also its pad and end-of-sequence ids), and
   `codecl_export.json`: method, seed, task, run folder, base, the inserted layer, and how to turn a
   description into the model's input (`input`: for a causal LM the run's prompt template).
+- `README.md`: a Hugging Face model card (`huggingface_hub.ModelCard` front matter: licence, base
+  model, library, pipeline, tags) saying what the model is (base, method, task stream, the exported
+  task's modules), its scores from results.json (this task after its own stage and after the last;
+  every task after the last stage), how it was trained (optimiser, learning rate, epochs, batch,
+  seed, LoRA and block settings) and the licence of the base (`base_licence`).
 
 So `AutoModelFor{Seq2Seq,Causal}LM.from_pretrained(DIR).generate(**tokenizer(text, return_tensors="pt"))`
 generates what `codecl generate` generates for that task. The weights are saved in float32 (a run
@@ -84,6 +89,7 @@ def export_model(run_dir: str | Path, method: str, task: str, output: str | Path
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / EXPORT_FILE, info)
+        (staging / "README.md").write_text(model_card(results, run, task, cfg, info), encoding="utf-8")
         write_manifest(staging)
         _move_into_place(staging, output)
     except OSError as exc:
@@ -91,6 +97,105 @@ def export_model(run_dir: str | Path, method: str, task: str, output: str | Path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**info, "replaced": replaced}
+
+
+KNOWN_LICENCES = {
+    "Salesforce/codet5": "bsd-3-clause", "Qwen/Qwen2.5-Coder": "apache-2.0", "Qwen/Qwen2.5": "apache-2.0",
+    "bigcode/starcoder2": "bigcode-openrail-m", "bigcode/starcoderbase": "bigcode-openrail-m", "deepseek-ai/deepseek-coder": "other",
+    "meta-llama/CodeLlama": "llama2", "codellama/CodeLlama": "llama2", "meta-llama/Llama-3": "llama3", "openai-community/gpt2": "mit",
+    "gpt2": "mit", "google-t5/t5": "apache-2.0", "t5-": "apache-2.0", "HuggingFaceTB/SmolLM": "apache-2.0",
+}
+"""Licences (Hugging Face licence ids) of common bases, by hub-id prefix, for when the base's own card is not at hand."""
+
+
+def base_licence(base_model: dict) -> tuple[str, str]:
+    """(licence id, where it came from) of the run's base: `license:` in the front matter of a README.md
+    beside the base's weights (a local folder, or a hub snapshot already in the local cache), else the
+    table of common bases, else `other` (check the base's own card). The embedded base is codecl's:
+    pretrained by codecl on its embedded corpus of public code, whose repositories' licences vary."""
+    name, path = base_model.get("name") or "", base_model.get("path") or ""
+    if name == "embedded":
+        return "other", ("codecl's embedded base, pretrained by codecl on its embedded corpus (public code under the "
+                         "licences of its source repositories)")
+    for folder in (path, name):
+        card = Path(folder) / "README.md" if folder else None
+        if card is not None and card.is_file():
+            try:
+                from huggingface_hub import ModelCard
+
+                licence = ModelCard.load(card).data.license
+            except Exception:  # noqa: BLE001 - an unreadable card is no licence
+                licence = None
+            if licence:
+                return str(licence), f"the base's model card ({card})"
+    for prefix, licence in KNOWN_LICENCES.items():
+        if name.startswith(prefix):
+            return licence, f"the published licence of {prefix}* models"
+    return "other", "unknown here: check the base model's own card"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(results: dict, run: dict, task: str, cfg, info: dict) -> str:
+    """The exported folder's README.md: front matter (licence, base, tags) and what, how well, how."""
+    from huggingface_hub import ModelCardData
+
+    base = results["base_model"]
+    licence, licence_source = base_licence(base)
+    causal = info["auto_class"] == "AutoModelForCausalLM"
+    data = ModelCardData(
+        license=licence, library_name="transformers", pipeline_tag="text-generation" if causal else "text2text-generation",
+        base_model=None if base["name"] == "embedded" else base["name"],
+        tags=["codecl", "continual-learning", "code-generation", run["method"], *(["lora"] if info["lora_merged"] else [])],
+    )
+    tasks, stages = results["tasks"], run["stages"]
+    order = info["order"]
+    scores = run["scores"]
+    metrics = [m for m in scores if isinstance(scores[m], list)]
+    column = tasks.index(task) if task in tasks else None
+    lines = [f"# {base['name']} + codecl `{run['method']}` — task `{task}`", "",
+             f"A plain `{info['auto_class']}` exported by codecl {info['codecl_version']} (`codecl export`): the frozen base "
+             f"`{base['name']}` ({base['parameters']:,} parameters, fingerprint `{base.get('fingerprint')}`) with the modules "
+             f"`{info['modules']}` of method `{run['method']}` (seed {run['seed']}) made part of it"
+             + (": LoRA merged into the weights" if info["lora_merged"] else "")
+             + (f"; an inserted {info['inserted_layer']['stack']} layer after layer {info['inserted_layer'].get('after_layer')}"
+                if info.get("inserted_layer") else "") + f" — {info['parameters']:,} parameters in all.", "",
+             f"Task stream, in training order: {' → '.join(order)}. This folder is the model of `{task}`.", "",
+             "## Use", "", "```python", f"from transformers import {info['auto_class']}, AutoTokenizer",
+             "tok = AutoTokenizer.from_pretrained(PATH)", f"model = {info['auto_class']}.from_pretrained(PATH)",
+             "inputs = tok(TEXT, return_tensors='pt')  # TEXT: see `input` in codecl_export.json (the prompt format)",
+             "print(tok.decode(model.generate(**inputs)[0], skip_special_tokens=True))", "```", "",
+             "## Scores (from the run's results.json, test split, 0–1 scale)", ""]
+    if column is not None:
+        own = stages.index(task) if task in stages else None
+        lines += [f"`{task}` after its own stage and after the last stage ({stages[-1]}):", "",
+                  "| metric | after its own stage | after the last stage |", "|---|---|---|"]
+        for m in metrics:
+            lines.append(f"| {m} | {_fmt(scores[m][own][column]) if own is not None else 'n/a'} | {_fmt(scores[m][-1][column])} |")
+        lines.append("")
+    lines += ["Every task after the last stage (each with its own modules, as codecl evaluates them):", "",
+              "| task | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for j, name in enumerate(tasks):
+        lines.append(f"| {name} | " + " | ".join(_fmt(scores[m][-1][j]) for m in metrics) + " |")
+    t, lora, block = cfg.train, cfg.method.lora, cfg.method.block
+    lines += ["", "## How it was trained", "",
+              f"- Continual learning, one stage per task in the order above; the base stays frozen (codecl method "
+              f"`{run['method']}`).",
+              f"- AdamW, learning rate {t.lr}, weight decay {t.weight_decay}, no scheduler, batch {t.batch_size}, {t.epochs} epoch(s) "
+              f"per task, gradient clipping {t.grad_clip}, seed {run['seed']}, mixed precision `{t.mixed_precision}`.",
+              f"- Inputs up to {cfg.data.max_source_tokens} tokens, targets up to {cfg.data.max_target_tokens}.",
+              *([f"- LoRA merged from adapter(s) {', '.join(info['lora_merged'])}: r={lora.rank}, alpha={lora.alpha}, dropout "
+                 f"{lora.dropout}, targets {list(lora.target_modules) or 'the family default'} (as configured in `method.lora`)."]
+                if info["lora_merged"] else []),
+              *([f"- Inserted block: {info['inserted_layer']['stack']} stack, after layer {info['inserted_layer']['after_layer']} "
+                 f"(method.block.position {block.position}), init `{block.init}`, {info['inserted_layer']['parameters']:,} parameters."]
+                if info.get("inserted_layer") else []),
+              f"- Trainable parameters in this task's stage: {_fmt((run.get('trainable_parameters') or {}).get(task))}.", "",
+              "## Licence", "", f"`{licence}`: {licence_source}. The exported weights are a derivative of the base model and "
+              "keep its licence; the training data's licences apply as well.", ""]
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
 
 
 def plain_model(generator, task: str) -> tuple[nn.Module, object, dict | None, list[str]]:
@@ -194,13 +299,12 @@ def _check_output(output: Path) -> bool:
 
 def _check_stage_folders(run_dir: Path, run: dict) -> None:
     """Every stage folder that loading reads is there (before the base is loaded)."""
-    from codecl.methods.build import MODEL_KINDS
-    from codecl.methods.registry import METHODS
-    from codecl.methods.shared import SharedModel
+    from codecl.methods.build import keeps_one_set_of_weights
+    from codecl.registry import METHODS
     from codecl.results import run_path
 
     stages = run["stages"][1:]
-    last_only = issubclass(MODEL_KINDS[METHODS.get(run["method"]).kind], SharedModel)  # one set of weights: the last stage's
+    last_only = keeps_one_set_of_weights(METHODS.get(run["method"]))  # one set of weights: the last stage's
     seed_dir = run_path(run_dir, run)  # <method>/seed-<N>[-order-<k>]
     for stage in stages[-1:] if last_only else stages:
         if not (seed_dir / stage / "manifest.json").is_file():

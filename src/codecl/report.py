@@ -14,14 +14,63 @@ from pathlib import Path
 from statistics import fmean
 from typing import Callable, Iterable, Optional
 
+from codecl.errors import ConfigError
 from codecl.evaluation.claims import evaluate_claims
 from codecl.evaluation.stats import mean_ci95, t_critical_95
 from codecl.evaluation.summary import compare_methods, mean_forgetting as _mean_forgetting, method_groups
 from codecl.fileio import atomic_write, write_text
 from codecl.orders import run_folder_name
+from codecl.registry import METRICS
 from codecl.results import JOINT_STAGE, is_complete, is_joint, load_results, run_path
 
-__all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95"]
+__all__ = ["write_report", "render_report", "summary_table", "t_critical_95", "mean_ci95", "HEADLINE"]
+
+HEADLINE = "bleu"
+"""The headline metric: the phase tables, rankings, comparisons, seed summary and plots are on it (SPEC:
+forgetting is on `bleu`). Every other metric of `scores` gets its own columns and score matrix; names,
+directions and descriptions come from the metric registry (`codecl.registry.METRICS`)."""
+LOSS = "loss"
+"""The held-out loss, which has its own section."""
+_COLUMNS = {"syntax_pass": "Syntax pass", "exact_match": "Exact match"}
+"""Metrics with a titled column of their own in the detailed matrix (after the headline's); the other
+metrics of `scores` follow as `<name> (avg)`."""
+_DISPLAY = {"bleu": "BLEU"}
+
+
+def _display(metric: str) -> str:
+    return _DISPLAY.get(metric, metric)
+
+
+_TITLE = _display(HEADLINE)
+
+
+def _metric_spec(metric: str):
+    """The registry's spec of `metric`, or None (a plugin metric of results.json not installed here)."""
+    try:
+        return METRICS.get(metric)
+    except ConfigError:
+        return None
+
+
+def _higher_is_better(metric: str) -> bool:
+    spec = _metric_spec(metric)
+    return True if spec is None else spec.higher_is_better
+
+
+def _direction(metric: str) -> str:
+    return "higher is better" if _higher_is_better(metric) else "lower is better"
+
+
+def _metrics_legend(results: dict) -> str:
+    """One line per metric of the runs' `scores`: its description and direction, from the registry."""
+    names = dict.fromkeys(m for r in results["runs"] for m in r["scores"])
+    lines = []
+    for m in names:
+        spec = _metric_spec(m)
+        description = spec.description if spec is not None else "a plugin metric (its plugin is not installed here)"
+        lines.append(f"- `{m}` ({_direction(m)}): {description}")
+    return "Metrics:\n\n" + "\n".join(lines) if lines else ""
+
 
 # ---------------------------------------------------------------- formatting
 
@@ -83,7 +132,7 @@ def _peak_memory(run: dict, key: str = "peak_memory_bytes") -> Optional[float]:
     return max(values) if values else None
 
 
-def _final(run: dict, metric: str = "bleu") -> Optional[float]:
+def _final(run: dict, metric: str = HEADLINE) -> Optional[float]:
     return run["final_average"].get(metric)
 
 
@@ -196,10 +245,10 @@ def _exec_lines(cfg: dict, tasks: list[str]) -> list[str]:
 
 
 def _phase_table(results: dict, run: dict) -> str:
-    tasks, R = results["tasks"], run["scores"]["bleu"]
+    tasks, R = results["tasks"], run["scores"][HEADLINE]
     curves = run.get("loss_curve", {})
-    L = run["scores"].get("loss")
-    header = ["Phase", "Task", "BLEU before → after", "Base BLEU"] + (["Held-out loss before → after"] if L else [])
+    L = run["scores"].get(LOSS)
+    header = ["Phase", "Task", f"{_TITLE} before → after", f"Base {_TITLE}"] + (["Held-out loss before → after"] if L else [])
     header += ["Training time", "Samples/s", "Peak memory", "Peak above start"]
     header += ["Training loss first → last"] if curves else []
     rows = []
@@ -232,7 +281,7 @@ def _losses(curve: list) -> list[float]:
 
 
 def _optional_metrics(results: dict) -> list[str]:
-    names = dict.fromkeys(m for r in results["runs"] for m in r["scores"] if m not in ("bleu", "exact_match", "syntax_pass"))
+    names = dict.fromkeys(m for r in results["runs"] for m in r["scores"] if m not in (HEADLINE, *_COLUMNS))
     return list(names)
 
 
@@ -240,21 +289,21 @@ def _detailed_matrix(results: dict) -> str:
     tasks = results["tasks"]
     forget_tasks, extra = tasks[:-1], _optional_metrics(results)
     joint = any(is_joint(r) for r in results["runs"])  # a column for the joint stage, which trains once on every task
-    header = (["Method", "Seed"] + [f"{t} BLEU" for t in tasks] + ["Avg BLEU"] + [f"Forgetting {t}" for t in forget_tasks]
+    header = (["Method", "Seed"] + [f"{t} {_TITLE}" for t in tasks] + [f"Avg {_TITLE}"] + [f"Forgetting {t}" for t in forget_tasks]
               + ["BWT", "FWT", f"Trainable params ({' / '.join(tasks)})"] + ([f"Trainable params ({JOINT_STAGE} stage)"] if joint else [])
-              + ["Stored params", "Total time", "Peak memory", "Peak above start", "Syntax pass", "Exact match"] + [f"{m} (avg)" for m in extra])
+              + ["Stored params", "Total time", "Peak memory", "Peak above start", *_COLUMNS.values()] + [f"{m} (avg)" for m in extra])
     rows = []
     for run in results["runs"]:
         T, star = len(run["stages"]) - 1, _star(not is_complete(results, run))
-        row = [run["method"] + star, str(run["seed"])] + [_score(v) for v in run["scores"]["bleu"][T]]
+        row = [run["method"] + star, str(run["seed"])] + [_score(v) for v in run["scores"][HEADLINE][T]]
         row += [_score(_final(run))] + [_pct(run["forgetting"].get(t)) for t in forget_tasks]
-        row += [_score(run["bwt"]["bleu"]), _score(run["fwt"]["bleu"])]
+        row += [_score(run["bwt"][HEADLINE]), _score(run["fwt"][HEADLINE])]
         row += _trainable_cells(run, tasks, joint) + [_count(run["stored_parameters"])]
         row += [_seconds(_total_seconds(run)), _bytes(_peak_memory(run)), _bytes(_peak_memory(run, "peak_memory_above_start_bytes")),
-                _score(_final(run, "syntax_pass")), _score(_final(run, "exact_match"))]
+                *(_score(_final(run, m)) for m in _COLUMNS)]
         rows.append(row + [_score(_final(run, m)) for m in extra])
-    note = ("Scores are at the last stage; Avg = mean over tasks. Forgetting = (R[i][i] − R[T][i]) / R[i][i] on BLEU "
-            "(negative = improved). BWT/FWT on BLEU (Lopez-Paz & Ranzato 2017). `bleu_sentence_smoothed` is the "
+    note = (f"Scores are at the last stage; Avg = mean over tasks. Forgetting = (R[i][i] − R[T][i]) / R[i][i] on {_TITLE} "
+            f"(negative = improved). BWT/FWT on {_TITLE} (Lopez-Paz & Ranzato 2017). `bleu_sentence_smoothed` is the "
             "CodeXGLUE-style sentence-averaged smoothed BLEU-4; `loss` is the held-out teacher-forced loss in nats per "
             "token (lower is better). Peak memory is the process's peak during training (mostly its baseline: data, "
             "base model); peak above start is that peak minus the level at the stage's start — what the method itself "
@@ -262,7 +311,8 @@ def _detailed_matrix(results: dict) -> str:
     if joint:
         note += (f" The joint baseline trains one stage, `{JOINT_STAGE}`, on every task's data: its trainable parameters "
                  "are that stage's (- where a run has no such stage).")
-    return _table(header, rows) + "\n\n" + note
+    legend = _metrics_legend(results)
+    return _table(header, rows) + "\n\n" + note + (f"\n\n{legend}" if legend else "")
 
 
 def _trainable_cells(run: dict, tasks: list[str], joint_column: bool) -> list[str]:
@@ -277,7 +327,7 @@ def _score_matrices(results: dict, run: dict) -> str:
     tasks, parts = results["tasks"], [f"### {_label(run)}"]
     for metric, R in run["scores"].items():
         rows = [[stage] + [_score(v) for v in R[s]] for s, stage in enumerate(run["stages"])]
-        parts.append(f"**{metric}**\n\n" + _table(["After stage"] + tasks, rows))
+        parts.append(f"**{metric}** ({_direction(metric)})\n\n" + _table(["After stage"] + tasks, rows))
     return "\n\n".join(parts)
 
 
@@ -297,7 +347,8 @@ def _rankings(results: dict) -> str:
         return sorted(stats, key=lambda s: (s[key] is None, s["incomplete"], 0 if s[key] is None else sign * s[key]))
 
     share = (lambda n: "n/a") if not base_params else (lambda n: f"{100 * n / base_params:.2f}%")
-    perf = [[str(i), s["name"], str(len(s["runs"])), _ci([_final(r) for r in s["runs"]])] for i, s in enumerate(ordered("bleu", True), 1)]
+    perf = [[str(i), s["name"], str(len(s["runs"])), _ci([_final(r) for r in s["runs"]])]
+            for i, s in enumerate(ordered("bleu", _higher_is_better(HEADLINE)), 1)]
     eff = [[str(i), s["name"], "n/a" if s["per_m"] is None else f"{s['per_m']:.4f}", _count(s["stored"]), share(s["stored"])]
            for i, s in enumerate(ordered("per_m", True), 1)]
     small = [[str(i), s["name"], _count(s["stored"]), share(s["stored"]), _score(s["bleu"])] for i, s in enumerate(ordered("stored", False), 1)]
@@ -305,10 +356,11 @@ def _rankings(results: dict) -> str:
     return "\n\n".join([
         "Methods with a finished run are ranked on their finished runs (mean over seeds); interrupted methods (*) "
         "follow, summarised at their last completed stage.",
-        "### By performance (final average BLEU, higher is better)", _table(["Rank", "Method", "Seeds", "Final avg BLEU"], perf),
-        "### By parameter efficiency (final average BLEU per million stored parameters)",
-        _table(["Rank", "Method", "BLEU per M stored params", "Stored params", "Share of base"], eff),
-        "### By stored parameters (fewest first)", _table(["Rank", "Method", "Stored params", "Share of base", "Final avg BLEU"], small),
+        f"### By performance (final average {_display(HEADLINE)}, {_direction(HEADLINE)})",
+        _table(["Rank", "Method", "Seeds", f"Final avg {_display(HEADLINE)}"], perf),
+        f"### By parameter efficiency (final average {_TITLE} per million stored parameters)",
+        _table(["Rank", "Method", f"{_TITLE} per M stored params", "Stored params", "Share of base"], eff),
+        "### By stored parameters (fewest first)", _table(["Rank", "Method", "Stored params", "Share of base", f"Final avg {_TITLE}"], small),
         "### By forgetting (mean forgetting over tasks, lower is better)", _table(["Rank", "Method", "Mean forgetting"], forget),
     ])
 
@@ -318,22 +370,22 @@ def _seed_summary(results: dict) -> Optional[str]:
     if all(len(runs) < 2 for runs, _ in groups.values()):
         return None
     tasks = results["tasks"]
-    header = ["Method", "Seeds"] + [f"{t} BLEU" for t in tasks] + ["Avg BLEU"] + [f"Forgetting {t}" for t in tasks[:-1]]
+    header = ["Method", "Seeds"] + [f"{t} {_TITLE}" for t in tasks] + [f"Avg {_TITLE}"] + [f"Forgetting {t}" for t in tasks[:-1]]
     header += ["BWT", "FWT", "Total time (s)"]
     rows, matrices = [], []
     for method, (runs, incomplete) in groups.items():
-        last = [r["scores"]["bleu"][-1] for r in runs]
+        last = [r["scores"][HEADLINE][-1] for r in runs]
         row = [method + _star(incomplete), ", ".join(str(s) for s in sorted({r["seed"] for r in runs})) + _orders_note(runs)]
         row += [_ci([m[j] for m in last]) for j in range(len(tasks))] + [_ci([_final(r) for r in runs])]
         row += [_ci([r["forgetting"].get(t) for r in runs], _pct) for t in tasks[:-1]]
-        row += [_ci([r["bwt"]["bleu"] for r in runs]), _ci([r["fwt"]["bleu"] for r in runs])]
+        row += [_ci([r["bwt"][HEADLINE] for r in runs]), _ci([r["fwt"][HEADLINE] for r in runs])]
         rows.append(row + [_ci([_total_seconds(r) for r in runs], lambda v: "n/a" if v is None else f"{v:.1f}")])
         same = _first_order(runs)
         ordered = f" (order {' → '.join(same[0]['order'])})" if len(same) < len(runs) else ""
         stages = max((r["stages"] for r in same), key=len)
-        cells = [[stage] + [_ci([r["scores"]["bleu"][s][j] for r in same if s < len(r["stages"])]) for j in range(len(tasks))]
+        cells = [[stage] + [_ci([r["scores"][HEADLINE][s][j] for r in same if s < len(r["stages"])]) for j in range(len(tasks))]
                  for s, stage in enumerate(stages)]
-        matrices.append(f"**{method}{_star(incomplete)}** — BLEU, mean ± 95% CI over seeds{ordered}\n\n" + _table(["After stage"] + tasks, cells))
+        matrices.append(f"**{method}{_star(incomplete)}** — {_TITLE}, mean ± 95% CI over seeds{ordered}\n\n" + _table(["After stage"] + tasks, cells))
     note = ("Cells are mean ± half-width of the two-sided 95% Student-t interval over seeds (t from a table for df ≤ 30, "
             "Abramowitz & Stegun 26.7.5 beyond). Methods with a finished run are summarised over their finished runs only.")
     return "\n\n".join([_table(header, rows), note, *matrices])
@@ -350,15 +402,15 @@ def _orders_section(results: dict) -> Optional[str]:
     orders = {int(r.get("order_index", 0)): r.get("order", results["tasks"]) for r in results["runs"]}
     if len(orders) < 2:
         return None
-    header = ["Method"] + [f"order {k}: {' → '.join(o)}" for k, o in sorted(orders.items())] + ["Spread BLEU (max − min)", "Spread loss"]
+    header = ["Method"] + [f"order {k}: {' → '.join(o)}" for k, o in sorted(orders.items())] + [f"Spread {_TITLE} (max − min)", "Spread loss"]
     rows = []
     for method, (runs, incomplete) in groups.items():
         row = [method + _star(incomplete)]
         means = {"bleu": [], "loss": []}
         for k in sorted(orders):
             group = [r for r in runs if int(r.get("order_index", 0)) == k]
-            bleu, loss = [_final(r) for r in group], [_final(r, "loss") for r in group]
-            row.append(f"BLEU {_ci(bleu)}; loss {_ci(loss)}" if group else "–")
+            bleu, loss = [_final(r) for r in group], [_final(r, LOSS) for r in group]
+            row.append(f"{_TITLE} {_ci(bleu)}; loss {_ci(loss)}" if group else "–")
             for key, values in (("bleu", bleu), ("loss", loss)):
                 present = [v for v in values if v is not None]
                 if present:
@@ -398,16 +450,16 @@ def _routing_section(results: dict) -> Optional[str]:
     rows = []
     for run in routed:
         acc = ", ".join("–" if v is None else _pct(v) for v in run["routing_accuracy"])
-        rows.append([_label(run), _score(_final(run)), _score(run.get("routed_final_average", {}).get("bleu")),
-                     _score(_final(run, "loss")), _score(run.get("routed_final_average", {}).get("loss")), acc])
+        rows.append([_label(run), _score(_final(run)), _score(run.get("routed_final_average", {}).get(HEADLINE)),
+                     _score(_final(run, LOSS)), _score(run.get("routed_final_average", {}).get(LOSS)), acc])
     note = ("`eval.routing: router`: every evaluation input is also sent to the modules of the task the router picks from the input "
             "alone (nearest task prototype of the frozen base's mean-pooled input states, diagonal-LDA distance, `codecl.routing`), "
             "among the tasks trained so far. Routing accuracy: share of the trained tasks' evaluation inputs routed to their own task, "
             "after each stage (stage 0 has nothing to route to). Methods without task-specific modules are unaffected by routing.")
-    return "\n\n".join([_table(["Run", "Oracle BLEU", "Routed BLEU", "Oracle loss", "Routed loss", "Routing accuracy by stage"], rows), note])
+    return "\n\n".join([_table(["Run", f"Oracle {_TITLE}", f"Routed {_TITLE}", "Oracle loss", "Routed loss", "Routing accuracy by stage"], rows), note])
 
 
-def _comparisons(results: dict, metric: str = "bleu") -> str:
+def _comparisons(results: dict, metric: str = HEADLINE) -> str:
     """Paired t-tests between every two finished methods on final average `metric` over shared seeds."""
     finished = [(m, runs) for m, (runs, incomplete) in _groups(results).items()
                 if not incomplete and all(metric in r["final_average"] for r in runs)]
@@ -424,11 +476,12 @@ def _comparisons(results: dict, metric: str = "bleu") -> str:
             t = "±inf" if test["t"] is None else f"{test['t']:.2f}"
             rows.append([a, b, str(test["n"]), f"{diff:+.4f}", f"[{test['low']:+.4f}, {test['high']:+.4f}]", t,
                          f"{test['p_value']:.3g}", "yes" if test["significant"] else "no"])
-    name = "BLEU" if metric == "bleu" else metric
+    name = _display(metric)
     note = (f"Paired t-test over the seeds both methods finished (difference A − B of final average {name} per seed; "
             "95% Student-t interval, n − 1 degrees of freedom; significant = p < 0.05, i.e. the interval excludes 0).")
-    if metric == "loss":
-        note += " On loss, lower is better: a negative difference means A fits the held-out references better."
+    if not _higher_is_better(metric):  # the registry's direction
+        better = "fits the held-out references better" if metric == LOSS else "scores better"
+        note += f" On {name}, lower is better: a negative difference means A {better}."
     header = ["A", "B", "Seeds", "Mean difference A − B", "95% CI", "t", "p", "Significant"]
     return _table(header, rows) + "\n\n" + note
 
@@ -491,7 +544,7 @@ def render_report(results: dict, plot_files: Iterable[str] = (), examples: Optio
     retention = _retention_section(results)
     if retention:
         parts += ["## General-ability retention", retention]
-    parts += ["## Comparisons between methods (final average BLEU)", _comparisons(results),
+    parts += [f"## Comparisons between methods (final average {_TITLE})", _comparisons(results),
               "## The study's claims", _claims(results)]
     if examples:
         parts += ["## Examples", examples]
@@ -506,7 +559,7 @@ def render_report(results: dict, plot_files: Iterable[str] = (), examples: Optio
 
 def summary_table(results: dict) -> str:
     """A short fixed-width table for the console: one line per run."""
-    header = (f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg BLEU':>15} {'final avg loss':>15} {'forgetting':>11} "
+    header = (f"{'method':<14} {'seed':>6} {'stages':>7} {'final avg ' + _TITLE:>15} {'final avg loss':>15} {'forgetting':>11} "
               f"{'stored params':>14} {'train time':>11}")
     orders = len({int(r.get("order_index", 0)) for r in results["runs"]}) > 1
     if orders:
@@ -544,7 +597,7 @@ def _plot_matrix(R: list[list[Optional[float]]], stages: list[str], tasks: list[
     ax = fig.add_subplot()
     values = [[_nan(v) for v in row] for row in R]
     image = ax.imshow(values, cmap="viridis", vmin=0.0, aspect="auto")
-    fig.colorbar(image, ax=ax, label="BLEU")
+    fig.colorbar(image, ax=ax, label=_TITLE)
     top = max((v for row in values for v in row if not math.isnan(v)), default=0.0)
     for s, row in enumerate(values):
         for j, v in enumerate(row):
@@ -564,13 +617,13 @@ def _plot_final_scores(results: dict, groups: dict, path: Path) -> Path:
     width = 0.8 / max(1, len(methods))
     for k, method in enumerate(methods):
         runs, incomplete = groups[method]
-        cells = [mean_ci95(r["scores"]["bleu"][-1][j] for r in runs) for j in range(len(tasks))]
+        cells = [mean_ci95(r["scores"][HEADLINE][-1][j] for r in runs) for j in range(len(tasks))]
         xs = [j + (k - (len(methods) - 1) / 2) * width for j in range(len(tasks))]
         errors = [math.nan if half is None else half for _, half in cells]  # nan: no error bar (one seed)
         ax.bar(xs, [_nan(m) for m, _ in cells], width, yerr=errors, label=method + _star(incomplete), capsize=3)
     ax.set_xticks(range(len(tasks)), labels=tasks)
-    ax.set_ylabel("final BLEU")
-    ax.set_title("Final BLEU per task (error bars: 95% CI over seeds)")
+    ax.set_ylabel(f"final {_TITLE}")
+    ax.set_title(f"Final {_TITLE} per task (error bars: 95% CI over seeds)")
     ax.legend(fontsize="small")
     return _save(fig, path)
 
@@ -603,14 +656,15 @@ def _plot_score_vs_params(groups: dict, path: Path) -> Path:
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels collide
         ax.margins(x=0.25, y=0.15)
         ax.set_xlabel(label + " (log scale)")
-        ax.set_ylabel("final average BLEU")
-    fig.suptitle("Final average BLEU vs parameters")
+        ax.set_ylabel(f"final average {_TITLE}")
+    fig.suptitle(f"Final average {_TITLE} vs parameters")
     return _save(fig, path)
 
 
-def _plot_across_stages(results: dict, groups: dict, path: Path, metric: str = "bleu") -> Path:
+def _plot_across_stages(results: dict, groups: dict, path: Path, metric: str = HEADLINE) -> Path:
     tasks = results["tasks"]
-    label = "BLEU" if metric == "bleu" else "held-out loss (nats/token, lower is better)" if metric == "loss" else metric
+    label = "held-out loss (nats/token, lower is better)" if metric == LOSS else (
+        _display(metric) if _higher_is_better(metric) else f"{_display(metric)} (lower is better)")
     fig = _figure(4.5 * len(tasks), 4)
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     stage_names = ["base", *tasks]
@@ -620,7 +674,7 @@ def _plot_across_stages(results: dict, groups: dict, path: Path, metric: str = "
             ys = [mean_ci95(r["scores"][metric][s][j] for r in runs if s < len(r["stages"]))[0] for s in range(longest)]
             ax.plot(range(longest), [_nan(y) for y in ys], marker="o", label=method + _star(incomplete))
         ax.set_xticks(range(len(stage_names)), labels=[f"after {s}" for s in stage_names], rotation=30)
-        ax.set_title(f"{'BLEU' if metric == 'bleu' else metric} on {task}")
+        ax.set_title(f"{_display(metric)} on {task}")
         ax.set_ylabel(label)
     axes[0].legend(fontsize="small")
     return _save(fig, path)
@@ -632,15 +686,15 @@ def _matrix_plots(results: dict, plots: Path) -> list[Path]:
         every = [r for r in results["runs"] if r["method"] == method]
         if len(every) == 1:
             run = every[0]
-            paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}.png"))
+            paths.append(_plot_matrix(run["scores"][HEADLINE], run["stages"], tasks, f"{_display(HEADLINE)} — {_label(run)}", plots / f"score_matrix_{method}.png"))
             continue
         for run in every:
             name = run_folder_name(run["seed"], int(run.get("order_index", 0)))
-            paths.append(_plot_matrix(run["scores"]["bleu"], run["stages"], tasks, f"BLEU — {_label(run)}", plots / f"score_matrix_{method}_{name}.png"))
+            paths.append(_plot_matrix(run["scores"][HEADLINE], run["stages"], tasks, f"{_display(HEADLINE)} — {_label(run)}", plots / f"score_matrix_{method}_{name}.png"))
         runs = _first_order(runs)
         stages = max((r["stages"] for r in runs), key=len)
-        mean = [[mean_ci95(r["scores"]["bleu"][s][j] for r in runs if s < len(r["stages"]))[0] for j in range(len(tasks))] for s in range(len(stages))]
-        paths.append(_plot_matrix(mean, stages, tasks, f"BLEU — {method}, mean over {len(runs)} seeds", plots / f"score_matrix_{method}.png"))
+        mean = [[mean_ci95(r["scores"][HEADLINE][s][j] for r in runs if s < len(r["stages"]))[0] for j in range(len(tasks))] for s in range(len(stages))]
+        paths.append(_plot_matrix(mean, stages, tasks, f"{_display(HEADLINE)} — {method}, mean over {len(runs)} seeds", plots / f"score_matrix_{method}.png"))
     return paths
 
 
@@ -652,8 +706,8 @@ def _write_plots(results: dict, plots: Path) -> list[Path]:
     paths.append(_plot_final_scores(results, groups, plots / "final_scores.png"))
     paths.append(_plot_score_vs_params(groups, plots / "score_vs_params.png"))
     paths.append(_plot_across_stages(results, groups, plots / "bleu_across_stages.png"))
-    if all("loss" in r["scores"] for runs, _ in groups.values() for r in runs):
-        paths.append(_plot_across_stages(results, groups, plots / "loss_across_stages.png", "loss"))
+    if all(LOSS in r["scores"] for runs, _ in groups.values() for r in runs):
+        paths.append(_plot_across_stages(results, groups, plots / "loss_across_stages.png", LOSS))
     for stale in plots.glob("score_matrix_*.png"):  # methods or seeds no longer in results.json
         if stale not in paths:
             stale.unlink()
@@ -702,7 +756,8 @@ def render_examples(run_dir: Path, results: dict, per_task: int = 3) -> Optional
             for name, found in [("base", item), *((m, outputs[m].get(item["id"])) for m in outputs)]:
                 if found is None:
                     continue
-                marks = [f"sentence BLEU {found.get('bleu_sentence', 0):.3f}", "parses" if found.get("syntax_ok") else "does not parse"]
+                marks = [f"sentence BLEU {found['bleu_sentence']:.3f}"] if isinstance(found.get("bleu_sentence"), (int, float)) else []
+                marks += ["parses" if found.get("syntax_ok") else "does not parse"]
                 marks += ["exact match"] if found.get("exact_match") else []
                 marks += ["cut at the token budget"] if found.get("truncated") else []
                 marks += [f"loss {found['loss']:.3f}"] if isinstance(found.get("loss"), (int, float)) else []

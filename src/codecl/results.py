@@ -25,7 +25,7 @@ from codecl.errors import CheckpointError
 from codecl.evaluation import continual
 from codecl.evaluation.summary import summarize
 from codecl.fileio import read_json, write_json
-from codecl.methods.registry import JOINT_STAGE  # the joint baseline's one stage; re-exported here as before
+from codecl.registry import JOINT_STAGE  # the joint baseline's one stage; re-exported here as before
 from codecl.orders import orders_from_config, run_folder_name, run_key
 
 SCHEMA_VERSION = 1

@@ -246,9 +246,11 @@ def test_olora_adapters_are_plain_peft_folders(tmp_path):
                                          ("ewc", SharedModel), ("olora", OLoraModel), ("merge_linear", MergeModel),
                                          ("merge_ties", MergeModel), ("merge_dare", MergeModel), ("lwf", LwfModel)])
 def test_every_baseline_is_registered(method, kind):
-    from codecl.config import BASELINE_NAMES
+    from codecl.config import METHOD_NAMES
+    from codecl.registry import METHODS
 
-    assert isinstance(model(method), kind) and method in BASELINE_NAMES
+    assert isinstance(model(method), kind) and method in METHODS.names() and method not in METHOD_NAMES
+    assert not METHODS.get(method).study
 
 
 def test_params_reports_the_baselines():

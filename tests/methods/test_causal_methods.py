@@ -223,3 +223,22 @@ def test_params_of_tiny_families_match_hand_arithmetic(tmp_path):
         report = parameter_report(cfg)
         assert (report["base"], report["methods"]["lora"]["trainable_per_task"], report["methods"]["full_layer"]["trainable_per_task"]) \
             == expected[family]
+
+
+def test_params_of_the_quickstart_embedded_llama_match_hand_arithmetic():
+    """The quickstart's embedded base is a decoder-only Llama (`model.embedded.kind: llama`): `codecl params`
+    counts that model, not a T5 of the same shape."""
+    from codecl.methods.accounting import parameter_report
+
+    cfg = load_config("quickstart")
+    shape = cfg.model.embedded
+    assert shape.kind == "llama"
+    h, ff, v, layers = shape.d_model, shape.d_ff, shape.vocab_size, 2 * shape.num_layers
+    layer = 4 * h * h + 3 * h * ff + 2 * h  # q, k, v, o (no GQA); gate, up, down; two RMSNorms
+    base = v * h + layers * layer + h  # tied embedding once, final norm
+    lora = 16 * layers * (4 * (h + h) + 2 * (h + ff) + (ff + h))
+    report = parameter_report(cfg)
+    assert (report["base"], layer, lora) == (base, 262_400, 376_832) and base == 2_623_616
+    assert report["methods"]["full_layer"]["trainable_per_task"] == layer
+    assert report["methods"]["lora"]["trainable_per_task"] == lora
+    assert report["methods"]["hybrid_shared"]["stored_after"] == {"1": lora + layer, "2": 2 * lora + layer}

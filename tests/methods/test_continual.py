@@ -7,7 +7,7 @@ import torch
 from codecl.config import BlockConfig, LoraConfig, MethodConfig
 from codecl.errors import AdapterMismatchError, CheckpointError, ConfigError
 from codecl.methods.continual import ContinualModel
-from codecl.methods.registry import METHODS
+from codecl.registry import METHODS
 from helpers import codet5_small_config, make_base, tiny_config
 
 SMALL = MethodConfig(lora=LoraConfig(rank=4, alpha=8, dropout=0.0))

@@ -10,7 +10,7 @@ from codecl.errors import CheckpointError, ConfigError
 from codecl.methods.build import build_model
 from codecl.methods.merging import MERGED, MergeModel
 from codecl.methods.mixing import Stage
-from codecl.methods.registry import METHODS
+from codecl.registry import METHODS
 from codecl.model.base import BaseInfo, count_parameters, fingerprint
 from helpers import make_base, tiny_config
 

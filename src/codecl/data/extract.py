@@ -18,6 +18,10 @@ or a block of `//` (Go) or `#` (Ruby) comment lines, separated from the function
 only, with no blank line. As for JavaScript, `code` is the function without its comment and
 must pass `parse_ok`; bodiless declarations (abstract methods, Go assembly stubs) are skipped.
 `func_name` is `Class.method` (`Receiver.Method` in Go), as in CodeSearchNet; a file is a split unit.
+
+Which of these a language gets, and its node types and comment style, are its `LanguageSpec`'s
+(`codecl.languages`: `extractor`, `extraction`, `doc_comment`): TypeScript uses the JavaScript
+extractor with its own grammar, its class methods named `Class.method`.
 """
 from __future__ import annotations
 
@@ -26,11 +30,11 @@ import bisect
 import re
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import lru_cache, partial
 
 from codecl.data.clean import description_tokens, doc_comment_description, first_paragraph, jsdoc_description
-from codecl.languages import get_parser, get_tree_sitter_language, parse_ok
+from codecl.languages import Extraction, find_language, get_language, get_parser, get_tree_sitter_language, known_languages, parse_ok
 
 MAX_JS_FUNCTION_LINES = 200
 """Longer JavaScript functions (whole libraries wrapped in one function) are not extracted."""
@@ -116,17 +120,17 @@ _WRAPPERS = {"variable_declarator", "lexical_declaration", "variable_declaration
              "expression_statement", "export_statement", "pair"}
 
 
-@lru_cache(maxsize=1)
-def _js_query():
+@lru_cache(maxsize=None)
+def _js_query(language: str = "javascript"):
     import tree_sitter
 
-    return tree_sitter.Query(get_tree_sitter_language("javascript"), _JS_QUERY)
+    return tree_sitter.Query(get_tree_sitter_language(language), _JS_QUERY)
 
 
-def _js_matches(root):
+def _js_matches(root, language: str = "javascript"):
     import tree_sitter
 
-    query = _js_query()
+    query = _js_query(language)
     if hasattr(tree_sitter, "QueryCursor"):  # tree-sitter >= 0.25
         return tree_sitter.QueryCursor(query).matches(root)
     return query.matches(root)
@@ -144,8 +148,20 @@ def _doc_comment(func) -> str | None:
     return text if text.startswith("/**") else None
 
 
-def extract_javascript(text: str, repo: str, path: str, dropped: Counter) -> list[tuple[str, dict]]:
-    """(split key, record) of the JSDoc-documented functions of one JavaScript file.
+def _container_name(func, containers: frozenset[str]) -> str | None:
+    """The name of the innermost container (`LanguageSpec.extraction.containers`) around `func`, if any."""
+    node = func.parent
+    while node is not None:
+        if node.type in containers and node.child_by_field_name("name") is not None:
+            return _text(node.child_by_field_name("name"))
+        node = node.parent
+    return None
+
+
+def extract_javascript(text: str, repo: str, path: str, dropped: Counter, language: str = "javascript") -> list[tuple[str, dict]]:
+    """(split key, record) of the JSDoc-documented functions of one JavaScript file (or of another
+    language whose spec has the `jsdoc` extractor and whose grammar has JavaScript's node types:
+    TypeScript; when its spec lists `extraction.containers`, methods are named `Class.method`).
 
     Single-file libraries (lodash.js: 17,000 lines, 470 documented functions) make the file a
     poor split unit, so a JavaScript function's split key is its package (`repo`) and the name of
@@ -153,9 +169,11 @@ def extract_javascript(text: str, repo: str, path: str, dropped: Counter) -> lis
     and same-named functions of one package (lodash.js / lodash.core.js) share a split too.
     Functions over MAX_JS_FUNCTION_LINES are dropped (`long_code`) so they group nothing.
     """
-    tree = get_parser("javascript").parse(text.encode("utf-8", errors="surrogatepass"))
+    spec = get_language(language)
+    containers = spec.extraction.containers if spec.extraction is not None else frozenset()
+    tree = get_parser(language).parse(text.encode("utf-8", errors="surrogatepass"))
     found, done = [], set()
-    for _, captures in _js_matches(tree.root_node):
+    for _, captures in _js_matches(tree.root_node, language):
         func, name = captures["func"][0], captures["name"][0]
         if (func.start_byte, func.end_byte) in done:  # a named function expression also matches its assignment
             continue
@@ -167,52 +185,32 @@ def extract_javascript(text: str, repo: str, path: str, dropped: Counter) -> lis
         elif func.end_point[0] - func.start_point[0] >= MAX_JS_FUNCTION_LINES:
             dropped["long_code"] += 1
         else:
-            found.append((func, name.text.decode("utf-8", errors="replace").strip("'\""), docstring))
+            func_name = name.text.decode("utf-8", errors="replace").strip("'\"")
+            container = _container_name(func, containers) if containers and func.type == "method_definition" else None
+            found.append((func, f"{container}.{func_name}" if container else func_name, docstring))
     found.sort(key=lambda item: (item[0].start_byte, -item[0].end_byte))
     records, outer_end, group = [], -1, ""
     for func, func_name, docstring in found:
         if func.start_byte >= outer_end:  # not inside the previous outermost function: a new group
             outer_end, group = func.end_byte, func_name
         code = func.text.decode("utf-8", errors="replace")
-        if not parse_ok(code, "javascript"):
+        if not parse_ok(code, language):
             dropped["unparseable"] += 1
             continue
         lines = (func.start_point[0] + 1, func.end_point[0] + 1)
-        records.append((f"{repo}::{group}", make_record(repo, path, func_name, "javascript", code, docstring, lines)))
+        records.append((f"{repo}::{group}", make_record(repo, path, func_name, language, code, docstring, lines)))
     return records
 
 
 # ---------------------------------------------------------------- Java, Go, PHP, Ruby
 
 
-@dataclass(frozen=True)
-class _Grammar:
-    functions: frozenset[str]
-    """Node types of the functions to extract."""
-    containers: frozenset[str]
-    """Node types whose `name` qualifies the functions inside them (`Class.method`)."""
-    comments: frozenset[str]
-    """Node types of comments."""
-    block_doc: bool
-    """Doc comments are `/** */` (Java, PHP), else blocks of line comments (Go, Ruby)."""
+@lru_cache(maxsize=None)
+def _regex(pattern: str, flags: int = 0) -> re.Pattern:
+    return re.compile(pattern, flags)
 
 
-_GRAMMARS = {
-    "java": _Grammar(frozenset({"method_declaration", "constructor_declaration"}),
-                     frozenset({"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"}),
-                     frozenset({"block_comment", "line_comment"}), True),
-    "go": _Grammar(frozenset({"function_declaration", "method_declaration"}), frozenset(), frozenset({"comment"}), False),
-    "php": _Grammar(frozenset({"function_definition", "method_declaration"}),
-                    frozenset({"class_declaration", "interface_declaration", "trait_declaration", "enum_declaration"}),
-                    frozenset({"comment"}), True),
-    "ruby": _Grammar(frozenset({"method", "singleton_method"}), frozenset({"class", "module"}), frozenset({"comment"}), False),
-}
-_GO_GENERATED = re.compile(r"^// Code generated .* DO NOT EDIT\.$", re.MULTILINE)
-"""Go's marker of generated files (https://go.dev/s/generatedcode): their functions are not extracted."""
-_GO_RECEIVER = re.compile(r"\(\s*(?:\w+\s+)?\*?\s*(\w+)")
-
-
-def _walk(root, grammar: _Grammar):
+def _walk(root, grammar: Extraction):
     """(functions with their container names, comments) of a tree, in source order."""
     functions, comments = [], []
     stack = [(root, ())]
@@ -259,23 +257,26 @@ def _doc_comment_above(data: bytes, func, comments: list, ends: list[int], block
     return "\n".join(reversed(parts)) or None
 
 
-def _qualified_name(language: str, func, scope: tuple[str, ...]) -> str:
+def _qualified_name(grammar: Extraction, func, scope: tuple[str, ...]) -> str:
     name = _text(func.child_by_field_name("name"))
-    if language == "go" and func.type == "method_declaration":
-        receiver = _GO_RECEIVER.match(_text(func.child_by_field_name("receiver")))
-        scope = (receiver.group(1),) if receiver else ()
-    elif language == "ruby" and func.type == "singleton_method" and scope == ():
-        scope = (_text(func.child_by_field_name("object")),)
+    if grammar.qualifier is not None and func.type == grammar.qualifier[0] and scope == ():
+        # Go's receiver type (`func (s *Stack) Len()` -> Stack.Len), Ruby's `def self.f` object
+        _, field, pattern = grammar.qualifier
+        owner = func.child_by_field_name(field)
+        match = _regex(pattern).match(_text(owner)) if owner is not None else None
+        scope = (match.group(1),) if match else ()
     return ".".join(scope[-1:] + (name,))
 
 
 def extract_documented(language: str, text: str, repo: str, path: str, dropped: Counter) -> list[tuple[str, dict]]:
-    """(split key, record) of the documented functions of one Java, Go, PHP or Ruby file.
+    """(split key, record) of the documented functions of one file of a language with the `tree`
+    extractor (Java, Go, PHP, Ruby): its spec's `extraction` node types and `doc_comment` style.
 
     The split key is the file (`repo/path`), as for Python: a file's functions share one split.
     """
-    grammar = _GRAMMARS[language]
-    if language == "go" and _GO_GENERATED.search(text[:4096]):
+    spec = get_language(language)
+    grammar = spec.extraction
+    if grammar.generated_marker and _regex(grammar.generated_marker, re.MULTILINE).search(text[:4096]):
         dropped["generated_file"] += 1
         return []
     data = text.replace("\r\n", "\n").encode("utf-8", errors="surrogatepass")
@@ -284,10 +285,10 @@ def extract_documented(language: str, text: str, repo: str, path: str, dropped: 
     ends = [node.end_byte for node in comments]
     records = []
     for func, scope in functions:
-        if func.child_by_field_name("name") is None or (language != "ruby" and func.child_by_field_name("body") is None):
+        if func.child_by_field_name("name") is None or (grammar.needs_body and func.child_by_field_name("body") is None):
             dropped["no_body"] += 1  # abstract and interface methods, Go assembly stubs
             continue
-        comment = _doc_comment_above(data, func, comments, ends, grammar.block_doc)
+        comment = _doc_comment_above(data, func, comments, ends, spec.doc_comment == "block")
         docstring = doc_comment_description(comment, language) if comment else ""
         if not docstring:
             dropped["no_docstring"] += 1
@@ -300,11 +301,31 @@ def extract_documented(language: str, text: str, repo: str, path: str, dropped: 
             dropped["unparseable"] += 1
             continue
         lines = (func.start_point[0] + 1, func.end_point[0] + 1)
-        name = _qualified_name(language, func, scope)
+        name = _qualified_name(grammar, func, scope)
         records.append((f"{repo}/{path}", make_record(repo, path, name, language, code, docstring, lines)))
     return records
 
 
-EXTRACTORS = {"python": extract_python, "javascript": extract_javascript,
-              **{language: partial(extract_documented, language) for language in _GRAMMARS}}
+class _Extractors(Mapping):
+    """Per language: `extract(text, repo, path, dropped) -> [(split key, record)]`, chosen by its spec's
+    `extractor` (`codecl.languages.LANGUAGES`; languages without one are not listed)."""
+
+    def __getitem__(self, language: str):
+        spec = find_language(language)
+        if spec is None or spec.extractor is None:
+            raise KeyError(language)
+        if spec.extractor == "ast":
+            return extract_python
+        if spec.extractor == "jsdoc":
+            return extract_javascript if language == "javascript" else partial(extract_javascript, language=language)
+        return partial(extract_documented, language)
+
+    def __iter__(self):
+        return iter([name for name in known_languages() if get_language(name).extractor is not None])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+EXTRACTORS = _Extractors()
 """Per language: `extract(text, repo, path, dropped) -> [(split key, record)]`."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from codecl.errors import DataError
-from codecl.languages import LANGUAGES, get_language
+from codecl.languages import get_language, known_languages
 
 SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
@@ -114,10 +114,11 @@ def split_of(path: Path, root: Path) -> str | None:
 def language_of(path: Path, root: Path) -> str | None:
     """A known language named by a folder (or the file name) at or below `root`."""
     parts = [root.name] + (list(path.relative_to(root).parts[:-1]) if path != root else [])
+    names = known_languages()  # the registry, `codecl.languages.LANGUAGES`
     for token in reversed(parts + _tokens(path)):
-        if token.lower() in LANGUAGES:
+        if token.lower() in names:
             return token.lower()
-        for name in LANGUAGES:  # e.g. `codexglue_code_to_text_python`
+        for name in names:  # e.g. `codexglue_code_to_text_python`
             if token.lower().endswith("_" + name):
                 return name
     return None

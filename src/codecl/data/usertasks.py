@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from codecl.config import LANGUAGES, DataConfig, UserTaskConfig
+from codecl.config import DataConfig, UserTaskConfig
 from codecl.data.clean import CleanStats, Pair, clean_with_records, normalize_whitespace
 from codecl.data.records import SPLITS, Record, read_records
 from codecl.errors import DataError
+from codecl.languages import LANGUAGES, known_languages
 
 _ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid", "dev": "valid", "val": "valid", "test": "test"}
 _SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")
@@ -201,8 +202,8 @@ def _row_language(record: Record, name: str) -> str | None:
     if not isinstance(value, str):
         raise DataError(f"{record.origin}: field 'language' is {type(value).__name__}, not a language name")
     language = value.strip().lower()
-    if language not in LANGUAGES:  # syntax checks and execution know only these
-        raise DataError(f"{record.origin}: field 'language' is {value!r}, not one of {', '.join(LANGUAGES)} — fix the row, or drop the "
+    if language not in LANGUAGES:  # the registry: syntax checks and execution know only these
+        raise DataError(f"{record.origin}: field 'language' is {value!r}, not one of {', '.join(known_languages())} — fix the row, or drop the "
                         f"field and set data.tasks.{name}.language")
     return language
 

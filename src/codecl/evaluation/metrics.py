@@ -16,20 +16,30 @@
   lower-cased, `[\\w]+|[^\\s\\w]` (its `splitPuncts`), then NIST mteval normalisation, which
   also splits identifiers at `_`.
 - `exact_match`, `syntax_pass`, and `score_all` which returns every metric for one task.
+- `codebleu_metric`: CodeBLEU (Ren et al. 2020) from the optional `codebleu` package.
+
+Which metrics a run computes is `eval.metrics`, read through the metric registry
+(`codecl.registry.METRICS`: each metric's `MetricSpec` names its `*_metric` function here);
+`score_with_examples` loops over them.
 
 Scores are on a 0–1 scale.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sys
 from statistics import fmean
+from typing import Sequence
 
 from sacrebleu.metrics import BLEU
 
+from codecl.errors import ConfigError
+from codecl.registry import DEFAULT_METRICS, METRICS
+
 __all__ = ["code_tokenize", "corpus_bleu", "smoothed_sentence_bleu", "sentence_bleus", "exact_match", "exact_matches", "syntax_pass",
-           "syntax_oks", "score_all", "score_with_examples"]
+           "syntax_oks", "score_all", "score_with_examples", "codebleu_metric", "CODEBLEU_LANGUAGES"]
 
 _STRING = r"""(?<![\w$])[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')|`(?:\\.|[^`\\])*`"""
 _NUMBER = r"(?:0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?)[jJlLnfFdD]?"
@@ -165,18 +175,109 @@ def syntax_pass(hyps: list[str], language: str) -> float:
     return fmean(syntax_oks(hyps, language))
 
 
-def score_all(hyps: list[str], refs: list[str], language: str) -> dict[str, float]:
-    """Every metric of one evaluation: `bleu`, `exact_match`, `syntax_pass`, `bleu_sentence_smoothed`."""
-    return score_with_examples(hyps, refs, language)[0]
+def score_all(hyps: list[str], refs: list[str], language: str | None, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float | None]:
+    """Every metric of one evaluation (by default `bleu`, `exact_match`, `syntax_pass`, `bleu_sentence_smoothed`)."""
+    return score_with_examples(hyps, refs, language, metrics)[0]
 
 
-def score_with_examples(hyps: list[str], refs: list[str], language: str | None) -> tuple[dict[str, float | None], list[dict]]:
-    """`score_all` and, per hypothesis, `{"exact_match", "syntax_ok", "bleu_sentence"}` (the
-    fields of a predictions line); the corpus scores are the means of the per-example ones,
-    except `bleu`, which is corpus-level. `language` None: the outputs are text, not code (a
-    code → description task), so `syntax_pass` and `syntax_ok` are None."""
-    matches, bleus = exact_matches(hyps, refs), sentence_bleus(hyps, refs)
-    oks = syntax_oks(hyps, language) if language is not None else [None] * len(hyps)
-    syntax = fmean(oks) if language is not None else None
-    scores = {"bleu": corpus_bleu(hyps, refs), "exact_match": fmean(matches), "syntax_pass": syntax, "bleu_sentence_smoothed": fmean(bleus)}
-    return scores, [{"exact_match": m, "syntax_ok": o, "bleu_sentence": b} for m, o, b in zip(matches, oks, bleus)]
+# ---------------------------------------------------------------- the registry's compute functions
+# `compute(hyps, refs, language) -> (corpus score, per-example values or None)` (`codecl.registry.MetricSpec`).
+
+
+def bleu_metric(hyps: list[str], refs: list[str], language: str | None) -> tuple[float, None]:
+    return corpus_bleu(hyps, refs), None
+
+
+def exact_match_metric(hyps: list[str], refs: list[str], language: str | None) -> tuple[float, list[bool]]:
+    matches = exact_matches(hyps, refs)
+    return fmean(matches), matches
+
+
+def syntax_pass_metric(hyps: list[str], refs: list[str], language: str) -> tuple[float, list[bool]]:
+    if not hyps:
+        raise ValueError("no hypotheses to score (empty evaluation set)")
+    oks = syntax_oks(hyps, language)
+    return fmean(oks), oks
+
+
+def sentence_bleu_metric(hyps: list[str], refs: list[str], language: str | None) -> tuple[float, list[float]]:
+    bleus = sentence_bleus(hyps, refs)
+    return fmean(bleus), bleus
+
+
+CODEBLEU_LANGUAGES = {"python": "python", "javascript": "javascript", "java": "java", "go": "go", "php": "php", "ruby": "ruby",
+                      "c": "c", "cpp": "cpp", "c++": "cpp", "c_sharp": "c_sharp", "csharp": "c_sharp", "c#": "c_sharp", "rust": "rust"}
+"""codecl language name -> the `lang` codebleu 0.7.0 knows (its `AVAILABLE_LANGS`); others score null."""
+
+
+class _NoDataflowWarning(logging.Filter):
+    """codebleu warns on the root logger whenever no data flow is found (tiny models' outputs): noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "data-flow" not in record.getMessage()
+
+
+def codebleu_metric(hyps: list[str], refs: list[str], language: str | None) -> tuple[float | None, None]:
+    """Corpus CodeBLEU (Ren et al. 2020, arXiv 2009.10297) with the `codebleu` package's defaults: weights
+    0.25 each on n-gram match, keyword-weighted n-gram match, AST (syntax) match and data-flow match,
+    tokens split on whitespace. Null for a language codebleu does not support (`CODEBLEU_LANGUAGES`)
+    and for text outputs. Needs `pip install --no-deps codebleu==0.7.0` (codebleu pins tree-sitter<0.23;
+    it works with the tree-sitter 0.26 codecl needs)."""
+    _check_pair(hyps, refs)
+    lang = CODEBLEU_LANGUAGES.get(language) if language else None
+    if lang is None:
+        return None, None
+    try:
+        from codebleu import calc_codebleu
+    except ImportError:
+        METRICS.get("codebleu").check_installed()  # the install line; re-raised as it is if the import broke otherwise
+        raise
+    quiet = _NoDataflowWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        result = calc_codebleu(refs, hyps, lang=lang)  # references first (codebleu's signature)
+    except ZeroDivisionError:  # its syntax match divides by the references' subtree count: no parsable reference
+        return None, None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    return min(max(float(result["codebleu"]), 0.0), 1.0), None
+
+
+# ---------------------------------------------------------------- scoring through the registry
+
+
+def _check_result(name: str, value, per_example, n: int) -> None:
+    """A plugin's bad score fails here, at stage 0, not as an invalid results.json after training."""
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"metric {name!r} gave {value!r}; scores are numbers on a 0–1 scale or None (SPEC \"Metric definitions\")")
+    if per_example is not None and len(per_example) != n:
+        raise ValueError(f"metric {name!r} gave {len(per_example)} per-example values for {n} hypotheses")
+
+
+def score_with_examples(hyps: list[str], refs: list[str], language: str | None,
+                        metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[dict[str, float | None], list[dict]]:
+    """The scores of `metrics` (names of `codecl.registry.METRICS`, in that order) and, per hypothesis,
+    the fields of its predictions line: `{"exact_match", "syntax_ok", "bleu_sentence"}` for the default
+    metrics (each metric's `per_example_field`; a metric with per-example values and no field uses its
+    name). The corpus scores of the built-ins are the means of the per-example ones, except `bleu`, which
+    is corpus-level. `language` None: the outputs are text, not code (a code → description task), so the
+    metrics that need code (`syntax_pass`, `codebleu`) are None, and so are their per-example fields."""
+    _check_pair(hyps, refs)
+    scores: dict[str, float | None] = {}
+    fields: dict[str, list] = {}
+    for name in metrics:
+        spec = METRICS.get(name)
+        if not spec.selectable:
+            raise ConfigError(f"metric {name!r} is computed by the run itself, not from outputs and references; "
+                              f"eval.metrics may name: {', '.join(s.name for s in METRICS if s.selectable)}")
+        if spec.needs_code and language is None:
+            value, per_example = None, None
+        else:
+            result = spec.function()(hyps, refs, language)
+            value, per_example = result if isinstance(result, tuple) else (result, None)
+            _check_result(name, value, per_example, len(hyps))
+        scores[name] = value
+        field = spec.per_example_field or (name if per_example is not None else None)
+        if field is not None:
+            fields[field] = list(per_example) if per_example is not None else [None] * len(hyps)
+    return scores, [{field: values[i] for field, values in fields.items()} for i in range(len(hyps))]

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Iterator
 
 from codecl.errors import DataError
+from codecl.languages import executable_languages, get_language
 
-LANGUAGES = ("python", "javascript")
+LANGUAGES = tuple(executable_languages())
+"""The languages the sandbox runs (`LanguageSpec.executes` in the registry `codecl.languages.LANGUAGES`)."""
 _PREFIXES = {"humaneval": "python", "python": "python", "mbpp": "python",
              "javascript": "javascript", "js": "javascript", "mbjsp": "javascript"}
-_LANGUAGE_NAMES = {"python": "python", "py": "python", "javascript": "javascript", "js": "javascript"}
+_LANGUAGE_NAMES = {alias: name for name in LANGUAGES for alias in (name, *get_language(name).aliases)}
 
 
 @dataclass(frozen=True)

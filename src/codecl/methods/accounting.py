@@ -18,13 +18,12 @@ from codecl.model.base import BaseInfo, count_parameters, freeze
 
 
 def _base_from_config(cfg: RunConfig):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, T5Config
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     if cfg.model.name == "embedded":
-        shape = cfg.model.embedded
-        config = T5Config(vocab_size=shape.vocab_size, d_model=shape.d_model, d_kv=shape.d_model // shape.num_heads,
-                          d_ff=shape.d_ff, num_layers=shape.num_layers, num_decoder_layers=shape.num_layers,
-                          num_heads=shape.num_heads, feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+        from codecl.model.embedded import model_config
+
+        config = model_config(cfg.model.embedded, cfg.model.embedded.vocab_size, pad_token_id=0, eos_token_id=1)
     else:
         try:
             config = AutoConfig.from_pretrained(cfg.model.name)

@@ -1,8 +1,10 @@
 """Build a method's model from its registry spec: one interface for every method.
 
-`MODEL_KINDS` maps a spec's `kind` to its class; each class offers the `ContinualLearner`
-interface that `codecl.experiment` and `codecl.methods.accounting` drive, so adding a method
-means registering a spec (and, only if no class fits, one sibling class), never a branch in the loop.
+A spec names its class (`MethodSpec.model_class`, or a built-in `kind` through
+`codecl.registry.MODEL_KINDS`); each class offers the `ContinualLearner` interface that
+`codecl.experiment` and `codecl.methods.accounting` drive, so adding a method means registering a
+spec (and, only if no class fits, one sibling class), never a branch in the loop. A plugin registers
+its spec through the `codecl.methods` entry point (`codecl.registry`).
 """
 from __future__ import annotations
 
@@ -13,14 +15,9 @@ import torch
 from torch import nn
 
 from codecl.data.batching import EncodedPairs
-from codecl.methods.continual import ContinualModel
 from codecl.methods.mixing import Stage
-from codecl.methods.lwf import LwfModel
-from codecl.methods.merging import MergeModel
-from codecl.methods.olora import OLoraModel
-from codecl.methods.registry import METHODS, MethodSpec
-from codecl.methods.shared import SharedModel
 from codecl.model.base import BaseInfo
+from codecl.registry import METHODS, MODEL_KINDS as KIND_REFERENCES, MethodSpec, resolve
 
 
 class ContinualLearner(Protocol):
@@ -43,11 +40,28 @@ class ContinualLearner(Protocol):
     def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None: ...
 
 
-MODEL_KINDS: dict[str, type] = {"modules": ContinualModel, "olora": OLoraModel, "shared": SharedModel, "merge": MergeModel,
-                               "lwf": LwfModel}
+MODEL_KINDS: dict[str, type] = {kind: resolve(ref) for kind, ref in KIND_REFERENCES.items()}
+"""The built-in kinds' classes."""
 
 
 def build_model(base: nn.Module, method: str | MethodSpec, method_cfg, base_info: BaseInfo) -> ContinualLearner:
     """The model of `method` around the frozen `base`."""
     spec = METHODS.get(method) if isinstance(method, str) else method
-    return MODEL_KINDS[spec.kind](base, spec, method_cfg, base_info)
+    return spec.model_type()(base, spec, method_cfg, base_info)
+
+
+def routes_by_task(spec: MethodSpec, model) -> bool:
+    """Evaluation picks the modules of each task (per-task modules): the spec says so, else a
+    `ContinualModel` that does not opt out (`routes_by_task = False`, e.g. a merged adapter)."""
+    from codecl.methods.continual import ContinualModel
+
+    if spec.routes_by_task is not None:
+        return spec.routes_by_task
+    return isinstance(model, ContinualModel) and getattr(model, "routes_by_task", True)
+
+
+def keeps_one_set_of_weights(spec: MethodSpec) -> bool:
+    """The method's stages share one set of weights (only the last stage's is needed to load it)."""
+    from codecl.methods.shared import SharedModel
+
+    return issubclass(spec.model_type(), SharedModel)

@@ -24,7 +24,7 @@ from codecl.errors import AdapterMismatchError, CheckpointError
 from codecl.fileio import atomic_write, read_json, verify_manifest, write_json, write_manifest
 from codecl.data.batching import EncodedPairs
 from codecl.methods.mixing import Stage, concat_pairs
-from codecl.methods.registry import METHODS, MethodSpec
+from codecl.registry import METHODS, MethodSpec
 from codecl.model.base import BaseInfo
 from codecl.model.causal_blocks import make_block, make_slot
 

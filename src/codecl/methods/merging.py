@@ -54,6 +54,9 @@ COMBINATION = {"merge_linear": "cat", "merge_ties": "ties_svd", "merge_dare": "d
 class MergeModel(ContinualModel):
     """Per-task LoRA adapters (trained like `lora`) merged after each stage into one `merged` adapter."""
 
+    routes_by_task = False
+    """One model for every task (no task id at evaluation): see `codecl.methods.build.routes_by_task`."""
+
     def __init__(self, base, method, method_cfg, base_info):
         super().__init__(base, method, method_cfg, base_info)
         self.merged_tasks: tuple[str, ...] = ()

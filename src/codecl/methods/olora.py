@@ -25,6 +25,9 @@ def orthogonality_penalty(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tor
 class OLoraModel(ContinualModel):
     """A `ContinualModel` with per-task LoRA whose adapters are all active and summed."""
 
+    routes_by_task = False
+    """One model for every task (no task id at evaluation): see `codecl.methods.build.routes_by_task`."""
+
     def activate(self, task: str | None) -> None:
         """Every added adapter in place (summed); only `task`'s trains. None = the bare base."""
         if task is not None and task not in self.tasks:

@@ -3,7 +3,7 @@ sibling of `ContinualModel`, with the same interface).
 
 The weights are one PEFT LoRA adapter (named `shared`; arXiv 2106.09685) or the whole model
 (full fine-tuning, trained in float32). What the method does beside training them comes from
-its `SharedPlan` (`codecl.methods.registry`):
+its `SharedPlan` (`codecl.registry`):
 - `sequential_ft`: full fine-tuning task after task, nothing else — the forgetting reference;
 - `joint`: a single stage, named `joint`, on the union of all tasks' data — the multitask bound;
 - `replay`: `replay_per_task` examples of every earlier task mixed into each stage's data;
@@ -32,7 +32,7 @@ from codecl.fileio import atomic_write, read_json, verify_manifest, write_manife
 from codecl.methods.continual import load_adapter, lora_config, save_adapter
 from codecl.methods.ewc import EwcPenalty, fisher_diagonal
 from codecl.methods.mixing import Stage, concat_pairs, replay_buffer
-from codecl.methods.registry import JOINT_STAGE as JOINT, METHODS, MethodSpec
+from codecl.registry import JOINT_STAGE as JOINT, METHODS, MethodSpec
 from codecl.model.base import BaseInfo
 
 ADAPTER = "shared"

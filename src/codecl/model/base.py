@@ -140,9 +140,11 @@ def load_base(model_cfg, run_cfg=None, progress: bool = True):
     model, tokenizer = load_pretrained(path, model_cfg.frozen_dtype, getattr(model_cfg, "revision", None))
     freeze(model).eval()
     if not getattr(model.config, "is_encoder_decoder", False):  # a decoder-only base: the configured prompt
-        from codecl.model.causal import configure_tokenizer
+        from codecl.model.causal import check_sequence_length, configure_tokenizer
 
         configure_tokenizer(tokenizer, model_cfg.prompt_template, model_cfg.chat_template)
+        if run_cfg is not None:  # data.max_*_tokens and eval.max_new_tokens within the base's positions
+            check_sequence_length(model, tokenizer, run_cfg, model_cfg.name)
     if run_cfg is not None and getattr(run_cfg.train, "gradient_checkpointing", False):
         enable_gradient_checkpointing(model)
     info = BaseInfo(model_cfg.name, path, fingerprint(model, model_cfg.name), count_parameters(model))

@@ -175,6 +175,30 @@ def prompt_format(tokenizer) -> PromptFormat | None:
     return getattr(tokenizer, _ATTRIBUTE, None)
 
 
+def check_sequence_length(model: nn.Module, tokenizer, run_cfg, name: str = "") -> None:
+    """A run's longest sequences must fit a causal base's positions (`max_position_embeddings`,
+    GPT-2's `n_positions`): a training example, prompt + code + EOS, is at most the template's own
+    tokens + `data.max_source_tokens` + `data.max_target_tokens` + 1; a generation, the prompt +
+    `eval.max_new_tokens`. Longer would crash (learned positions) or extrapolate rotary positions
+    the base never saw, so it is a ConfigError naming the fields to lower. No limit known: no check."""
+    limit = getattr(text_config(model), "max_position_embeddings", None)
+    fmt = prompt_format(tokenizer)
+    if fmt is None or isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        return
+    overhead = len(fmt.prompt_ids(tokenizer, [""], 1)[0][0])  # the template's (and any chat template's) own tokens
+    data, eval_cfg = run_cfg.data, run_cfg.eval
+    prompt = f"{overhead} prompt-template tokens + data.max_source_tokens={data.max_source_tokens}"
+    needs = [(overhead + data.max_source_tokens + data.max_target_tokens + 1, "a training sequence",
+              f"{prompt} + data.max_target_tokens={data.max_target_tokens} + 1 end-of-sequence", "data.max_target_tokens"),
+             (overhead + data.max_source_tokens + eval_cfg.max_new_tokens, "a generation",
+              f"{prompt} + eval.max_new_tokens={eval_cfg.max_new_tokens}", "eval.max_new_tokens")]
+    problems = [f"{what} can reach {n} tokens ({parts})" for n, what, parts, _ in needs if n > limit]
+    if problems:
+        fields = " or ".join(["data.max_source_tokens"] + [field for n, _, _, field in needs if n > limit])
+        raise ConfigError(f"model.name={name or type(model).__name__}: {'; '.join(problems)}, more than the base's "
+                          f"max_position_embeddings={limit}; lower {fields}, or use a base with longer positions")
+
+
 def encode_causal_pairs(tokenizer, fmt: PromptFormat, sources: list[str], targets: list[str], max_source_tokens: int,
                         max_target_tokens: int):
     """(description, code) pairs as causal-LM sequences: `source_ids` = prompt + code (+ EOS),

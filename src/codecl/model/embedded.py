@@ -200,28 +200,34 @@ def train_tokenizer(texts: list[str], vocab_size: int, causal: bool = False):
     )
 
 
-def build_model(shape, tokenizer):
+def model_config(shape, vocab_size: int, pad_token_id: int, eos_token_id: int):
+    """The transformers config of the embedded base of `shape` (`model.embedded`): a T5, or with
+    `kind: llama` a Llama of 2 × num_layers decoder layers (about the T5's parameters)."""
     if shape.kind == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import LlamaConfig
 
-        config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=shape.d_model, intermediate_size=shape.d_ff, num_hidden_layers=2 * shape.num_layers,
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=shape.d_model, intermediate_size=shape.d_ff, num_hidden_layers=2 * shape.num_layers,
             num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_heads, max_position_embeddings=4096,
-            tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+            tie_word_embeddings=True, pad_token_id=pad_token_id, eos_token_id=eos_token_id, bos_token_id=None,
             rms_norm_eps=1e-6, attention_dropout=0.0,
         )
-        torch.manual_seed(0)
-        return LlamaForCausalLM(config)
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5Config
 
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=shape.d_model, d_kv=shape.d_model // shape.num_heads, d_ff=shape.d_ff,
+    return T5Config(
+        vocab_size=vocab_size, d_model=shape.d_model, d_kv=shape.d_model // shape.num_heads, d_ff=shape.d_ff,
         num_layers=shape.num_layers, num_decoder_layers=shape.num_layers, num_heads=shape.num_heads,
-        feed_forward_proj="relu", dropout_rate=0.1, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        feed_forward_proj="relu", dropout_rate=0.1, pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id, decoder_start_token_id=pad_token_id, tie_word_embeddings=True,
     )
+
+
+def build_model(shape, tokenizer):
+    from transformers import LlamaForCausalLM, T5ForConditionalGeneration
+
+    config = model_config(shape, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     torch.manual_seed(0)
-    return T5ForConditionalGeneration(config)
+    return (LlamaForCausalLM if shape.kind == "llama" else T5ForConditionalGeneration)(config)
 
 
 def crop(ids: list[int], rng: np.random.Generator, max_tokens: int = PRETRAIN_MAX_TOKENS) -> tuple[list[int], bool]:
