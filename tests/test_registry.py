@@ -121,3 +121,17 @@ def test_plugin_model_class_is_built(tiny_method):
     base = make_base(tiny_config())
     cm = build_model(base, "tiny_test_method", load_config("smoke").method, BaseInfo("t", "t", "t", 0))
     assert type(cm) is ContinualModel and cm.spec is tiny_method and routes_by_task(tiny_method, cm)
+
+
+def test_plugin_model_class_must_be_a_learner():
+    from codecl.methods.build import build_model
+    from codecl.model.base import BaseInfo
+    from helpers import make_base, tiny_config
+
+    spec = MethodSpec("not_a_learner", True, None, "test", model_class=dict)
+    METHODS.register(spec)
+    try:
+        with pytest.raises(ConfigError, match="model_class must be a subclass of codecl.methods.learner.ContinualLearner"):
+            build_model(make_base(tiny_config()), "not_a_learner", load_config("smoke").method, BaseInfo("t", "t", "t", 0))
+    finally:
+        METHODS.unregister(spec.name)

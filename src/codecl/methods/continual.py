@@ -19,38 +19,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from codecl import __version__
-from codecl.errors import AdapterMismatchError, CheckpointError
-from codecl.fileio import atomic_write, read_json, verify_manifest, write_json, write_manifest
+from codecl.errors import CheckpointError
+from codecl.fileio import atomic_write, write_json
 from codecl.data.batching import EncodedPairs
 from codecl.methods.mixing import Stage, concat_pairs
-from codecl.registry import METHODS, MethodSpec
+from codecl.methods.learner import ContinualLearner
+from codecl.registry import MethodSpec
 from codecl.model.base import BaseInfo
 from codecl.model.causal_blocks import make_block, make_slot
 
 SHARED = "shared"
 
 
-class ContinualModel(nn.Module):
+class ContinualModel(ContinualLearner):
     def __init__(self, base: nn.Module, method: str | MethodSpec, method_cfg, base_info: BaseInfo):
-        super().__init__()
-        self.spec = METHODS.get(method) if isinstance(method, str) else method
-        self.method_cfg, self.base_info = method_cfg, base_info
-        self.base = base
-        self.peft = None  # PeftModel once the first LoRA adapter exists
+        super().__init__(base, method, method_cfg, base_info)
         self.blocks = nn.ModuleDict()
-        self.tasks: list[str] = []
-        self.active: str | None = None
         block_cfg = method_cfg.block
         # T5: a block in the encoder or decoder stack; a decoder-only LM: a decoder layer (codecl.model.causal_blocks).
         self.slot = make_slot(base, block_cfg) if self.spec.block else None
 
     # ------------------------------------------------------------------ structure
-    @property
-    def model(self) -> nn.Module:
-        """What to call forward/generate on (the PEFT wrapper when LoRA is used)."""
-        return self.peft if self.peft is not None else self.base
-
     def block_key(self, task: str) -> str | None:
         if self.spec.block is None:
             return None
@@ -121,12 +110,6 @@ class ContinualModel(nn.Module):
         frozen = getattr(self.method_cfg.block, "shared_after_first", "train") == "freeze"
         return frozen and self.block_key(task) == SHARED and bool(self.tasks) and task != self.tasks[0]
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def task_parameter_count(self, task: str) -> int:
-        return sum(p.numel() for _, p in self.task_parameters(task))
-
     def stored_parameter_count(self) -> int:
         """Every parameter kept beside the frozen base: all adapters and blocks, shared ones once."""
         seen, total = set(), 0
@@ -153,14 +136,6 @@ class ContinualModel(nn.Module):
     def end_stage(self, stage: Stage, data: dict[str, EncodedPairs], pad_id: int, device, seed: int, batch_size: int) -> None:
         """Nothing to consolidate."""
 
-    # ------------------------------------------------------------------ calls
-    def forward(self, **batch):
-        return self.model(**batch)
-
-    @torch.no_grad()
-    def generate(self, **kwargs):
-        return self.model.generate(**kwargs)
-
     # ------------------------------------------------------------------ storage
     def save_task(self, task: str, folder: str | Path, extra: dict | None = None) -> Path:
         """Write the task's modules to `folder` (atomic files, manifest last)."""
@@ -175,10 +150,7 @@ class ContinualModel(nn.Module):
             atomic_write(folder / "block.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
             write_json(folder / "block.json", {"key": key, "stack": self.slot.stack, "position": block_cfg.position,
                                                "init": block_cfg.init, "parameters": sum(v.numel() for v in state.values())})
-        write_json(folder / "module.json", {"codecl_version": __version__, "method": self.spec.name, "task": task,
-                                            "base_model": self.base_info.as_dict(), **(extra or {})})
-        write_manifest(folder)
-        return folder
+        return self._write_provenance(folder, task, extra)
 
     def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None:
         """Load a finished run's modules, every stage's folder under `seed_dir` in training order
@@ -190,16 +162,7 @@ class ContinualModel(nn.Module):
         """Load a task's modules saved by `save_task` (adds the task if needed). `saved_by` names
         another method whose modules fit this one's (`MethodSpec.first_stage_as`)."""
         folder = Path(folder)
-        verify_manifest(folder)
-        meta = read_json(folder / "module.json")
-        saved_fp = meta.get("base_model", {}).get("fingerprint")
-        if saved_fp != self.base_info.fingerprint:
-            raise AdapterMismatchError(
-                f"{folder}: modules were trained on base {meta.get('base_model', {}).get('name')!r} with fingerprint "
-                f"{saved_fp}, but the loaded base {self.base_info.name!r} has fingerprint {self.base_info.fingerprint}"
-            )
-        if meta.get("method") != (saved_by or self.spec.name):
-            raise CheckpointError(f"{folder}: saved by method {meta.get('method')!r}, not {self.spec.name!r}")
+        self._check_provenance(folder, saved_by)
         if task not in self.tasks:
             self.add_task(task)
         if self.spec.lora:

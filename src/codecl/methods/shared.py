@@ -20,43 +20,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from codecl import __version__
 from codecl.data.batching import EncodedPairs
-from codecl.errors import AdapterMismatchError, CheckpointError
-from codecl.fileio import atomic_write, read_json, verify_manifest, write_manifest, write_json
+from codecl.errors import CheckpointError
+from codecl.fileio import atomic_write
 from codecl.methods.continual import load_adapter, lora_config, save_adapter
 from codecl.methods.ewc import EwcPenalty, fisher_diagonal
+from codecl.methods.learner import ContinualLearner
 from codecl.methods.mixing import Stage, concat_pairs, replay_buffer
-from codecl.registry import JOINT_STAGE as JOINT, METHODS, MethodSpec
+from codecl.registry import JOINT_STAGE as JOINT, MethodSpec
 from codecl.model.base import BaseInfo
 
 ADAPTER = "shared"
 
 
-class SharedModel(nn.Module):
+class SharedModel(ContinualLearner):
     def __init__(self, base: nn.Module, method: str | MethodSpec, method_cfg, base_info: BaseInfo):
-        super().__init__()
-        self.spec = METHODS.get(method) if isinstance(method, str) else method
+        super().__init__(base, method, method_cfg, base_info)
         self.plan = self.spec.plan(method_cfg)
-        self.method_cfg, self.base_info = method_cfg, base_info
-        self.base = base
-        self.peft = None
-        self.tasks: list[str] = []
-        self.active: str | None = None
         self.ewc = EwcPenalty(self.plan.ewc_lambda)
         if self.plan.weights == "full":
             self.base.float()  # a bfloat16 frozen base would be trained in bfloat16 otherwise
 
     # ------------------------------------------------------------------ structure
-    @property
-    def model(self) -> nn.Module:
-        return self.peft if self.peft is not None else self.base
-
     def stages(self, tasks: list[str]) -> list[Stage]:
         """One stage per task, or the single `joint` stage on all of them."""
         return [Stage(JOINT, tuple(tasks))] if self.plan.joint else [Stage(t, (t,)) for t in tasks]
@@ -94,12 +83,6 @@ class SharedModel(nn.Module):
         """Every task trains the same weights."""
         return [] if task is None else self._weights()
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def task_parameter_count(self, task: str) -> int:
-        return sum(p.numel() for _, p in self.task_parameters(task))
-
     def stored_parameter_count(self) -> int:
         return sum(p.numel() for _, p in self._weights()) if self.tasks else 0
 
@@ -125,14 +108,6 @@ class SharedModel(nn.Module):
         fisher = fisher_diagonal(self, named, own, pad_id, device, self.plan.fisher_batches, batch_size, seed)
         self.ewc.consolidate(named, fisher)
 
-    # ------------------------------------------------------------------ calls
-    def forward(self, **batch):
-        return self.model(**batch)
-
-    @torch.no_grad()
-    def generate(self, **kwargs):
-        return self.model.generate(**kwargs)
-
     # ------------------------------------------------------------------ storage
     def save_task(self, task: str, folder: str | Path, extra: dict | None = None) -> Path:
         """Write the shared weights as they are after `task`'s stage (atomic files, manifest last)."""
@@ -143,10 +118,7 @@ class SharedModel(nn.Module):
             atomic_write(folder / "model.safetensors", lambda tmp: save_model(self.base, tmp, metadata={"format": "pt"}))
         else:
             save_adapter(self.peft, ADAPTER, folder)
-        write_json(folder / "module.json", {"codecl_version": __version__, "method": self.spec.name, "task": task,
-                                            "weights": self.plan.weights, "base_model": self.base_info.as_dict(), **(extra or {})})
-        write_manifest(folder)
-        return folder
+        return self._write_provenance(folder, task, extra, weights=self.plan.weights)
 
     def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None:
         """Load a finished run's weights: the last stage's folder holds all of them, as every task
@@ -158,16 +130,7 @@ class SharedModel(nn.Module):
         """Load the shared weights saved after `task`'s stage (adds the task if needed). `saved_by` names
         another method whose weights fit this one's (`MethodSpec.first_stage_as`); they must be of the same kind."""
         folder = Path(folder)
-        verify_manifest(folder)
-        meta = read_json(folder / "module.json")
-        saved_fp = meta.get("base_model", {}).get("fingerprint")
-        if saved_fp != self.base_info.fingerprint:
-            raise AdapterMismatchError(f"{folder}: weights were trained from base fingerprint {saved_fp}, but the loaded base "
-                                       f"{self.base_info.name!r} has fingerprint {self.base_info.fingerprint}")
-        expected = saved_by or self.spec.name
-        if meta.get("method") != expected or meta.get("weights") != self.plan.weights:
-            raise CheckpointError(f"{folder}: saved by method {meta.get('method')!r} ({meta.get('weights')} weights), "
-                                  f"not {expected!r} ({self.plan.weights} weights)")
+        self._check_provenance(folder, saved_by, what="weights", weights=self.plan.weights)
         if task not in self.tasks:
             self.add_task(task)
         if self.plan.weights == "full":
