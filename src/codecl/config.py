@@ -20,7 +20,7 @@ import yaml
 
 from codecl.errors import ConfigError
 from codecl.languages import executable_languages, known_languages
-from codecl.registry import ALWAYS_COMPUTED, DEFAULT_METRICS, METHODS, METRICS, STUDY_METHODS
+from codecl.registry import ALWAYS_COMPUTED, BUILTIN_METHODS, DEFAULT_METRICS, METHODS, METRICS, STUDY_METHODS, per_example_fields_clash
 
 LANGUAGES = tuple(known_languages())
 """Every language (task name) of the registry `codecl.languages.LANGUAGES`, which is the one place they are described."""
@@ -600,12 +600,15 @@ class EvalConfig:
         if unknown:
             broken = METRICS.broken()
             c.require(False, "metrics", f"has unknown metric(s) {unknown}; available: "
-                      f"{', '.join(s.name for s in METRICS if s.selectable)}" + "".join(f"; {m}: {broken[m]}" for m in unknown if m in broken)
+                      f"{', '.join(s.name for s in METRICS if s.selectable)}" + "".join(_missing_plugin("metric", m) for m in unknown)
                       + "".join(f"; plugin {m} is broken: {why}" for m, why in broken.items() if m not in unknown))
         elsewhere = [m for m in self.metrics if m in METRICS and not METRICS.get(m).selectable]
         c.require(not elsewhere, "metrics", f"cannot select {elsewhere}: computed by the run itself (loss always; pass_at_1 with "
                   f"eval.exec_benchmarks and eval.allow_code_execution)")
         c.require(len(set(self.metrics)) == len(self.metrics), "metrics", "must not repeat a metric")
+        if not unknown and not elsewhere:
+            clash = per_example_fields_clash(dict.fromkeys((*ALWAYS_COMPUTED, *self.metrics)))
+            c.require(not clash, "metrics", "; ".join(clash))
         c.raise_if_any()
         object.__setattr__(self, "metrics", tuple(dict.fromkeys((*ALWAYS_COMPUTED, *self.metrics))))  # the resolved list
 
@@ -723,11 +726,15 @@ class RunConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         broken = METHODS.broken()
         c.require(not unknown, "methods", f"has unknown method(s) {unknown}; available: {', '.join(METHODS.names())}"
-                  + "".join(f"; {m}: {broken[m]}" for m in unknown if m in broken))
+                  + "".join(_missing_plugin("method", m) for m in unknown))
         c.require(len(set(self.methods)) == len(self.methods), "methods", "must not repeat a method")
         c.require(len(self.methods) >= 1, "methods", "must name at least one method")
         c.require(len(self.seeds) >= 1, "seeds", "must name at least one seed")
         c.raise_if_any()
+        for name in self.methods:  # a plugin method's settings are written to config.yaml even when all are defaults:
+            spec = METHODS.get(name)  # resuming after the plugin changed its defaults is then refused, not silent
+            if name not in BUILTIN_METHODS and name not in self.method.plugins and spec.config_class is not None:
+                self.method.plugins[name] = spec.config_class()
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -805,7 +812,8 @@ def _build(cls: type, data: Any, prefix: str = ""):
     if cls is MethodConfig:
         data = _plugin_sections(data, prefix)
     unknown = sorted(set(data) - set(fields))
-    errors = [f"{prefix}{k} is not a known key (known: {', '.join(fields)})" for k in unknown]
+    errors = [f"{prefix}{k} is not a known key (known: {', '.join(fields)})" + (_missing_plugin("method", k) if cls is MethodConfig else "")
+              for k in unknown]
     kwargs = {}
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
@@ -823,11 +831,25 @@ def _build(cls: type, data: Any, prefix: str = ""):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
 
 
+def _missing_plugin(kind: str, name: str) -> str:
+    """The end of the message for a name nothing registers: the plugin that failed to load it, or where to look
+    (a run trained with a plugin's method or metric is read back only while that plugin is installed)."""
+    registry = {"method": METHODS, "metric": METRICS}[kind]
+    broken = registry.broken()
+    if name in broken:
+        return f"; {name}: {broken[name]}"
+    return f"; if {name!r} is a plugin's {kind}, that plugin is not installed (`codecl list {kind}s` shows what is loaded)"
+
+
 def _plugin_sections(data: dict, prefix: str) -> dict:
     """`method.<name>` sections of plugin methods moved under `plugins`, each built from the method's
     `config_class` when it has one (a `plugins` key written by `to_dict` is read back the same way)."""
     builtin = {f.name for f in dataclasses.fields(MethodConfig)}
-    sections = dict(data.get("plugins") or {})
+    given = data.get("plugins")
+    if given is not None and not isinstance(given, dict):
+        raise ConfigError(f"{prefix}plugins must be a mapping of plugin method: settings, got {type(given).__name__} "
+                          f"(a plugin method's settings are written {prefix}<name>)")
+    sections = dict(given or {})
     data = {k: v for k, v in data.items() if k != "plugins"}
     for key in [k for k in data if k not in builtin and k in METHODS]:
         sections[key] = data.pop(key)
@@ -837,6 +859,10 @@ def _plugin_sections(data: dict, prefix: str) -> dict:
             spec = METHODS.get(name)
         except ConfigError as exc:
             errors.append(f"{prefix}{name}: {exc}")
+            continue
+        if name in builtin or name in BUILTIN_METHODS:
+            errors.append(f"{prefix}{'plugins.' if name in (given or {}) else ''}{name}: {name!r} is codecl's own method, not a plugin's"
+                          + (f"; its settings are {prefix}{name}" if name in builtin else "; it has no settings section"))
             continue
         if spec.config_class is not None:
             try:

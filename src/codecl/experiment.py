@@ -288,6 +288,15 @@ def write_predictions(folder: Path, evaluation: Evaluation) -> None:
         write_text(folder / f"{task}.jsonl", "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
 
 
+def _config_diff(key: str, saved, now) -> str:
+    """`key.sub: old -> new` for every setting that differs (sections compared key by key, so a changed
+    `eval.metrics` reads as that, not as two copies of the whole `eval` section)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return "; ".join(_config_diff(f"{key}.{k}", saved.get(k), now.get(k)) for k in dict.fromkeys([*saved, *now])
+                         if saved.get(k) != now.get(k))
+    return f"{key}: {json.dumps(saved)} -> {json.dumps(now)}"
+
+
 def _check_resume(results: dict, cfg: RunConfig, path: Path) -> None:
     saved, now = json.loads(json.dumps(results.get("config", {}))), to_dict(cfg)
     try:  # a run from an older codecl lacks later settings: they read as their defaults (its behaviour)
@@ -297,7 +306,7 @@ def _check_resume(results: dict, cfg: RunConfig, path: Path) -> None:
     for settings in (saved, now):  # how often to log or checkpoint, and where, change no result
         for key in _RESUME_FREE_TRAIN_KEYS:
             settings.get("train", {}).pop(key, None)
-    diffs = [f"{k}: {json.dumps(saved.get(k))} -> {json.dumps(now.get(k))}" for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+    diffs = [_config_diff(k, saved.get(k), now.get(k)) for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
     if diffs:
         raise ConfigError(f"{path}: cannot resume with a changed configuration ({'; '.join(diffs)}); use another --output-dir")
 

@@ -34,6 +34,7 @@ an earlier export.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -167,7 +168,7 @@ def model_card(results: dict, run: dict, task: str, cfg, info: dict) -> str:
              "tok = AutoTokenizer.from_pretrained(PATH)", f"model = {info['auto_class']}.from_pretrained(PATH)",
              "inputs = tok(TEXT, return_tensors='pt')  # TEXT: see `input` in codecl_export.json (the prompt format)",
              "print(tok.decode(model.generate(**inputs)[0], skip_special_tokens=True))", "```", "",
-             "## Scores (from the run's results.json, test split, 0–1 scale)", ""]
+             f"## Scores (from the run's results.json, {cfg.eval.split} split; 0–1 scale, `loss`: nats per reference token)", ""]
     if column is not None:
         own = stages.index(task) if task in stages else None
         lines += [f"`{task}` after its own stage and after the last stage ({stages[-1]}):", "",
@@ -180,6 +181,12 @@ def model_card(results: dict, run: dict, task: str, cfg, info: dict) -> str:
     for j, name in enumerate(tasks):
         lines.append(f"| {name} | " + " | ".join(_fmt(scores[m][-1][j]) for m in metrics) + " |")
     t, lora, block = cfg.train, cfg.method.lora, cfg.method.block
+    from codecl.registry import BUILTIN_METHODS
+
+    plugin = run["method"] not in BUILTIN_METHODS
+    own = cfg.method.section(run["method"]) if plugin else None  # a plugin method's own settings (its config_class's defaults
+    own = {} if plugin and own is None else own                  # when the run set none), not only method.lora's, made it
+    own = dataclasses.asdict(own) if dataclasses.is_dataclass(own) else own
     lines += ["", "## How it was trained", "",
               f"- Continual learning, one stage per task in the order above; the base stays frozen (codecl method "
               f"`{run['method']}`).",
@@ -188,7 +195,12 @@ def model_card(results: dict, run: dict, task: str, cfg, info: dict) -> str:
               f"- Inputs up to {cfg.data.max_source_tokens} tokens, targets up to {cfg.data.max_target_tokens}.",
               *([f"- LoRA merged from adapter(s) {', '.join(info['lora_merged'])}: r={lora.rank}, alpha={lora.alpha}, dropout "
                  f"{lora.dropout}, targets {list(lora.target_modules) or 'the family default'} (as configured in `method.lora`)."]
-                if info["lora_merged"] else []),
+                if info["lora_merged"] and own is None else []),
+              *([f"- LoRA merged from adapter(s) {', '.join(info['lora_merged'])}, set up by the plugin method `{run['method']}` "
+                 f"from its own settings (below) and codecl's `method.lora` (r={lora.rank}, alpha={lora.alpha}, dropout {lora.dropout})."]
+                if info["lora_merged"] and own is not None else []),
+              *([f"- `method.{run['method']}` (the plugin method's own settings): "
+                 + (", ".join(f"{k}={v}" for k, v in own.items()) or "none set") + "."] if own is not None else []),
               *([f"- Inserted block: {info['inserted_layer']['stack']} stack, after layer {info['inserted_layer']['after_layer']} "
                  f"(method.block.position {block.position}), init `{block.init}`, {info['inserted_layer']['parameters']:,} parameters."]
                 if info.get("inserted_layer") else []),

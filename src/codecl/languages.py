@@ -133,7 +133,10 @@ class LanguageSpec:
 
 _CLASS = ("class _ {\n", "\n}")
 _PYTHON_AND_JAVASCRIPT_SOURCES = "codecl.data.build:_python_and_javascript_sources"
-LANGUAGES: Registry[LanguageSpec] = Registry("language", LanguageSpec, group="codecl.languages")
+LANGUAGES: Registry[LanguageSpec] = Registry(
+    "language", LanguageSpec, group="codecl.languages",
+    reserved={name: "a language is a task name, and a task may not take the name of a run's own stage or folder"
+              for name in ("base", "joint", "predictions", "router")})  # config._RESERVED_NAMES
 """Every language, by name (CodeSearchNet's six first, in its order)."""
 for _spec in (
     LanguageSpec("python", "tree_sitter_python", "language", (".py",), description="Python (checked with ast.parse)",
@@ -175,7 +178,8 @@ for _spec in (
                  constructors=("constructor",), extractor="jsdoc",
                  extraction=Extraction(frozenset({"function_declaration", "generator_function_declaration", "method_definition"}),
                                        frozenset({"class_declaration", "abstract_class_declaration", "interface_declaration"})),
-                 skip_file_suffixes=(".test.ts", ".spec.ts", ".d.ts")),
+                 skip_file_suffixes=(".test.ts", ".spec.ts", ".d.ts", ".d.mts", ".d.cts", ".test.mts", ".spec.mts",
+                                     ".test.cts", ".spec.cts")),
 ):
     LANGUAGES.register(_spec)
 del _spec

@@ -71,13 +71,33 @@ def data_fingerprint(examples) -> str:
     return digest.hexdigest()
 
 
+def plugin_origins(cfg) -> dict[str, str]:
+    """Where each method and metric of the run that is not codecl's own came from (entry point, distribution and
+    its version): what to install to read the run back."""
+    from codecl.registry import METHODS, METRICS
+
+    origins = {}
+    for registry, names in ((METHODS, cfg.methods), (METRICS, cfg.eval.metrics)):
+        for name in names:
+            origin = registry.origin(name)
+            if origin != "codecl":
+                dist = origin.rsplit(", ", 1)[-1].rstrip(")")
+                try:
+                    origin += f" version {metadata.version(dist)}"
+                except (metadata.PackageNotFoundError, ValueError):
+                    pass
+                origins[f"{registry.kind} {name}"] = origin
+    return origins
+
+
 def collect_provenance(cfg, device: torch.device, data_fingerprint_: str) -> dict:
     """The `provenance` object of results.json."""
     model_revision = getattr(cfg.model, "revision", None)
     data_revision = getattr(cfg.data, "hub_revision", None) if cfg.data.source == "hub" else None  # local / embedded data: none
     return {
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": package_versions(PACKAGES + (("codebleu",) if "codebleu" in cfg.eval.metrics else ())),
+        "plugins": plugin_origins(cfg),
         "platform": platform.platform(),
         "device": device_name(device),
         "git_commit": git_commit(),

@@ -22,13 +22,20 @@ dataclass, validated like codecl's own sections; a plugin without one gets the s
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from codecl.errors import ConfigError
 
 T = TypeVar("T")
+
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+"""What a registered name looks like: it is a config key (`method.<name>.rank`), an item of a comma-separated
+list (`--methods`, `eval.metrics`) and a folder name (`<method>/seed-<N>`)."""
 
 
 def resolve(reference: Any) -> Any:
@@ -47,8 +54,10 @@ class Registry(Generic[T]):
     """A name -> spec map whose miss lists what exists (lm-evaluation-harness style), extended by the
     entry points of `group`."""
 
-    def __init__(self, kind: str, spec_type: type, group: str | None = None):
+    def __init__(self, kind: str, spec_type: type, group: str | None = None, reserved: dict[str, str] | None = None):
         self.kind, self.spec_type, self.group = kind, spec_type, group
+        self.reserved = dict(reserved or {})
+        """Names no entry may take -> why (a method named like a `method.<name>` section of codecl's own)."""
         self._items: dict[str, T] = {}
         self._origin: dict[str, str] = {}
         self._broken: dict[str, str] = {}
@@ -59,6 +68,11 @@ class Registry(Generic[T]):
         if not isinstance(spec, self.spec_type):
             raise TypeError(f"a {self.kind} registry holds {self.spec_type.__name__} objects, got {type(spec).__name__}")
         name = spec.name
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{self.kind} name {name!r} (registered by {origin}) is not a valid name: letters, digits, "
+                              f"'_' and '-', starting with a letter or '_' (names are config keys, list items and folder names)")
+        if name in self.reserved:
+            raise ConfigError(f"{self.kind} name {name!r} (registered by {origin}) is reserved: {self.reserved[name]}")
         if name in self._items:
             raise ConfigError(f"{self.kind} {name!r} registered twice: by {self._origin[name]} and by {origin}")
         self._items[name] = spec
@@ -77,17 +91,27 @@ class Registry(Generic[T]):
         self._plugins_loaded = True
         from importlib.metadata import entry_points
 
+        plugin_names: set = set()
         for ep in entry_points(group=self.group):
             dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
             where = f"entry point {ep.name} = {ep.value} (group {self.group}, {dist})"
             try:
-                obj = ep.load()
-                if callable(obj) and not isinstance(obj, self.spec_type) and not isinstance(obj, type):
-                    obj = obj()
+                with contextlib.redirect_stdout(sys.stderr):  # a plugin that prints does not spoil stdout (`--json`)
+                    obj = ep.load()
+                    if callable(obj) and not isinstance(obj, self.spec_type) and not isinstance(obj, type):
+                        obj = obj()
                 specs = list(obj) if isinstance(obj, (list, tuple)) else [obj]
                 for spec in specs:
+                    name = getattr(spec, "name", None)
+                    if name in self._broken and name in plugin_names:  # a third claim of a name two plugins took
+                        continue
+                    if name in self._items and name in plugin_names:  # two plugins, one name: neither is used
+                        self._broken[name] = f"claimed by two plugins: {self._origin[name]} and {where}; uninstall one"
+                        self.unregister(name)
+                        continue
                     self.register(spec, origin=where)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported when its name is asked for
+                    plugin_names.add(name)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is reported when its name is asked for
                 self._broken[ep.name] = f"{where} failed to load: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ reading
@@ -222,11 +246,21 @@ class MethodSpec:
     """Evaluation picks the modules of the task (task identity known); None: true for per-task
     module classes (`ContinualModel`), false for one set of weights or a merged adapter."""
 
+    def __post_init__(self):
+        if self.block not in (None, "per_task", "shared"):
+            raise ValueError(f"MethodSpec {self.name!r}: block must be None, 'per_task' or 'shared', got {self.block!r}")
+        if self.model_class is None and self.kind not in MODEL_KINDS:
+            raise ValueError(f"MethodSpec {self.name!r}: kind must be one of {', '.join(MODEL_KINDS)} (or give model_class), "
+                             f"got {self.kind!r}")
+
     def model_type(self) -> type:
         return resolve(self.model_class if self.model_class is not None else MODEL_KINDS[self.kind])
 
 
-METHODS: Registry[MethodSpec] = Registry("method", MethodSpec, group="codecl.methods")
+RESERVED_METHOD_NAMES = {name: f"codecl's own config section method.{name} has that name" for name in ("block", "merge", "plugins")}
+"""Sections of `codecl.config.MethodConfig` that are not a built-in method's name: a plugin method taking one would
+find codecl's section where its own `method.<name>` belongs (the built-in names are taken anyway)."""
+METHODS: Registry[MethodSpec] = Registry("method", MethodSpec, group="codecl.methods", reserved=RESERVED_METHOD_NAMES)
 for _spec in (
     MethodSpec("lora", True, None, "a new LoRA adapter per task", study=True),
     MethodSpec("full_layer", False, "per_task", "a new inserted transformer block per task", study=True),
@@ -253,6 +287,8 @@ for _spec in (
 del _spec
 
 
+BUILTIN_METHODS: tuple[str, ...] = tuple(METHODS._items)
+"""codecl's own methods (registered above); every other one is a plugin's or the caller's (`METHODS.register`)."""
 STUDY_METHODS: tuple[str, ...] = tuple(name for name, s in METHODS._items.items() if s.study)
 """The design study's four methods (the default `methods`; plugins are never among them)."""
 
@@ -342,6 +378,27 @@ for _metric in (
 ):
     METRICS.register(_metric)
 del _metric
+
+PREDICTION_FIELDS: tuple[str, ...] = ("id", "source", "reference", "prediction", "truncated", "loss", "passed",
+                                      "routed_to", "routed_prediction", "routed_loss")
+"""The fields of a predictions line (SPEC) that no metric's per-example values may fill."""
+
+
+def per_example_fields_clash(names) -> list[str]:
+    """Why the per-example fields of metrics `names` cannot share one predictions line (empty: they can): a field
+    that is one of `PREDICTION_FIELDS` or that two metrics fill. A metric without `per_example_field` is counted
+    under its own name (the field its per-example values would fill)."""
+    problems, owner = [], {}
+    for name in names:
+        spec = METRICS.get(name)
+        field = spec.per_example_field or name
+        if field in PREDICTION_FIELDS:
+            problems.append(f"metric {name!r} would write its per-example values over the predictions field {field!r}")
+        elif field in owner:
+            problems.append(f"metrics {owner[field]!r} and {name!r} both fill the predictions field {field!r}")
+        owner.setdefault(field, name)
+    return problems
+
 
 DEFAULT_METRICS: tuple[str, ...] = ("bleu", "exact_match", "syntax_pass", "bleu_sentence_smoothed")
 """The default `eval.metrics`: SPEC's metrics, exactly what runs scored before metrics were selectable."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import re
 import sys
 from statistics import fmean
@@ -35,7 +36,7 @@ from typing import Sequence
 
 from sacrebleu.metrics import BLEU
 
-from codecl.errors import ConfigError
+from codecl.errors import CodeclError, ConfigError
 from codecl.registry import DEFAULT_METRICS, METRICS
 
 __all__ = ["code_tokenize", "corpus_bleu", "smoothed_sentence_bleu", "sentence_bleus", "exact_match", "exact_matches", "syntax_pass",
@@ -248,10 +249,39 @@ def codebleu_metric(hyps: list[str], refs: list[str], language: str | None) -> t
 
 def _check_result(name: str, value, per_example, n: int) -> None:
     """A plugin's bad score fails here, at stage 0, not as an invalid results.json after training."""
-    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0):
+    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"metric {name!r} gave {value!r}; scores are numbers on a 0–1 scale or None (SPEC \"Metric definitions\")")
+    if per_example is not None and not isinstance(per_example, (list, tuple)):
+        raise ValueError(f"metric {name!r} gave per-example values as {type(per_example).__name__}; they must be a list (or None)")
     if per_example is not None and len(per_example) != n:
         raise ValueError(f"metric {name!r} gave {len(per_example)} per-example values for {n} hypotheses")
+    bad = next((v for v in per_example or () if not (v is None or isinstance(v, (str, bool, int))
+                                                      or (isinstance(v, numbers.Real) and math.isfinite(v)))), _OK)
+    if bad is not _OK:
+        raise ValueError(f"metric {name!r} gave the per-example value {bad!r}; they are written to the predictions lines "
+                         f"(JSON): None, a string, a bool or a finite number")
+
+
+_OK = object()
+
+
+def _compute(spec, hyps: list[str], refs: list[str], language: str | None) -> tuple:
+    """`(score, per-example values)` of one metric; a metric that raises, or gives anything else than a score or a
+    `(score, per-example values)` pair, fails with one message naming it."""
+    try:
+        result = spec.function()(hyps, refs, language)
+    except CodeclError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure, named
+        raise CodeclError(f"metric {spec.name!r} failed on {len(hyps)} {language or 'text'} outputs: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(result, tuple):
+        result = (result, None)
+    if len(result) != 2:
+        raise ValueError(f"metric {spec.name!r} gave a tuple of {len(result)} items; compute returns (score, per-example values or None)")
+    value, per_example = result
+    _check_result(spec.name, value, per_example, len(hyps))
+    return (float(value) if value is not None else None), per_example
 
 
 def score_with_examples(hyps: list[str], refs: list[str], language: str | None,
@@ -273,9 +303,7 @@ def score_with_examples(hyps: list[str], refs: list[str], language: str | None,
         if spec.needs_code and language is None:
             value, per_example = None, None
         else:
-            result = spec.function()(hyps, refs, language)
-            value, per_example = result if isinstance(result, tuple) else (result, None)
-            _check_result(name, value, per_example, len(hyps))
+            value, per_example = _compute(spec, hyps, refs, language)
         scores[name] = value
         field = spec.per_example_field or (name if per_example is not None else None)
         if field is not None:
