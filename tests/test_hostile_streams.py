@@ -110,14 +110,14 @@ def test_cli_bom_tasks_two_orders_routed_and_export_records_the_order(tmp_path):
     info = json.loads((tmp_path / "exp" / "codecl_export.json").read_text())
     exported = next(r for r in results["runs"] if r["order_index"] == info["order_index"])
     assert info["order"] == exported["order"], proc.stdout
-    # a row language outside the six stops the run with the data exit code, one line, no traceback
+    # a row language not registered stops the run with the data exit code, one line, no traceback
     bad = tmp_path / "data" / "ts"
     bad.mkdir()
     for split in ("train", "test"):
-        (bad / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(split, 3, language="typescript")))
+        (bad / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(split, 3, language="cobol")))
     proc = run_codecl("run", "--preset", "smoke", "--methods", "lora", "--tasks", f"ts={bad}", "--output-dir", str(tmp_path / "r2"),
                       "--quiet", cache=cache, check=False)
-    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "field 'language' is 'typescript'" in proc.stderr
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "field 'language' is 'cobol'" in proc.stderr
 
 
 def test_a_file_whose_name_names_no_split_is_not_ignored(tmp_path):
