@@ -104,12 +104,11 @@ def test_plugin_section_is_built_validated_and_round_trips(tiny_method):
     assert plain["method"]["tiny_test_method"] == {"rank": 5} and "plugins" not in plain["method"]
     assert from_dict(plain) == cfg  # config.yaml of a run reads back the same
     assert load_config("smoke", overrides=["methods=[tiny_test_method]"]).method.section("tiny_test_method") == TinyConfig(2)
-    with pytest.raises(ConfigError, match="method.tiny_test_method: rank must be >= 1, got 0"):
-        load_config("smoke", overrides=["method.tiny_test_method.rank=0"])
-    with pytest.raises(ConfigError, match=r"method.tiny_test_method.rnak is not a known key \(known: rank\)"):
-        load_config("smoke", overrides=["method.tiny_test_method.rnak=3"])
-    with pytest.raises(ConfigError, match="method.nonexistent is not a known key"):
-        load_config("smoke", overrides=["method.nonexistent.x=1"])
+    for override, message in (("method.tiny_test_method.rank=0", "method.tiny_test_method: rank must be >= 1, got 0"),
+                              ("method.tiny_test_method.rnak=3", r"method.tiny_test_method.rnak is not a known key \(known: rank\)"),
+                              ("method.nonexistent.x=1", "method.nonexistent is not a known key")):
+        with pytest.raises(ConfigError, match=message):
+            load_config("smoke", overrides=[override])
 
 
 def test_plugin_model_class_is_built(tiny_method):
@@ -135,3 +134,14 @@ def test_plugin_model_class_must_be_a_learner():
             build_model(make_base(tiny_config()), "not_a_learner", load_config("smoke").method, BaseInfo("t", "t", "t", 0))
     finally:
         METHODS.unregister(spec.name)
+
+
+def test_a_learner_that_leaves_out_part_of_the_interface_cannot_be_built():
+    from codecl.methods.learner import ContinualLearner
+
+    class Half(ContinualLearner):
+        def stages(self, tasks):
+            return []
+
+    with pytest.raises(TypeError, match="abstract method"):
+        Half(None, "lora", load_config("smoke").method, None)

@@ -15,6 +15,7 @@ reuses, `MethodSpec.first_stage_as`).
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +31,7 @@ from codecl.model.base import BaseInfo
 from codecl.registry import METHODS, MethodSpec
 
 
-class ContinualLearner(nn.Module):
+class ContinualLearner(nn.Module, metaclass=ABCMeta):
     """What the run loop needs of a method's model; subclasses implement the abstract part."""
 
     def __init__(self, base: nn.Module, method: str | MethodSpec, method_cfg, base_info: BaseInfo):
@@ -89,35 +90,47 @@ class ContinualLearner(nn.Module):
         return meta
 
     # ------------------------------------------------------------------ the method-specific part
+    # Abstract: a class that leaves one out cannot be instantiated (TypeError naming it).
+    @abstractmethod
     def stages(self, tasks: list[str]) -> list[Stage]:
-        raise NotImplementedError
+        """The training stages over `tasks` (one per task, or the joint baseline's single stage)."""
 
+    @abstractmethod
     def add_task(self, task: str) -> None:
-        raise NotImplementedError
+        """Create `task`'s modules (or, for shared weights, note the task)."""
 
+    @abstractmethod
     def activate(self, task: str | None) -> None:
-        raise NotImplementedError
+        """Put `task`'s modules in place, only they trainable; None: the bare base (or the model as it stands)."""
 
+    @abstractmethod
     def task_parameters(self, task: str | None) -> list[tuple[str, nn.Parameter]]:
-        raise NotImplementedError
+        """The (name, parameter) pairs `task`'s stage trains."""
 
+    @abstractmethod
     def stored_parameter_count(self) -> int:
-        raise NotImplementedError
+        """Every parameter kept beside the frozen base after the tasks added so far."""
 
+    @abstractmethod
     def training_data(self, stage: Stage, data: dict[str, EncodedPairs], seed: int) -> EncodedPairs:
-        raise NotImplementedError
+        """What `stage` trains on (its tasks' data, plus e.g. a replay buffer)."""
+
+    @abstractmethod
+    def save_task(self, task: str, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write the stage's modules to `folder` (atomic files; `_write_provenance` last)."""
+
+    @abstractmethod
+    def load_task(self, task: str, folder: str | Path, saved_by: str | None = None) -> None:
+        """Load what `save_task` wrote (after `_check_provenance`)."""
+
+    @abstractmethod
+    def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None:
+        """Load a finished run's modules from its stage folders under `seed_dir`."""
 
     def regularizer(self) -> Callable[[], torch.Tensor] | None:
+        """An extra loss term for the stage being trained (None: none)."""
         return None
 
     def end_stage(self, stage: Stage, data: dict[str, EncodedPairs], pad_id: int, device, seed: int, batch_size: int) -> None:
+        """After a stage's training (e.g. EWC's Fisher estimate); nothing by default."""
         return None
-
-    def save_task(self, task: str, folder: str | Path, extra: dict | None = None) -> Path:
-        raise NotImplementedError
-
-    def load_task(self, task: str, folder: str | Path, saved_by: str | None = None) -> None:
-        raise NotImplementedError
-
-    def load_stages(self, seed_dir: str | Path, stages: list[str]) -> None:
-        raise NotImplementedError
