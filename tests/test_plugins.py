@@ -66,7 +66,7 @@ def test_list_shows_plugins_and_broken_ones(plugin_env, tmp_path):
     listed = json.loads(run_codecl("list", "methods", "--json", cache=tmp_path).stdout.strip().splitlines()[-1])
     origins = {row["name"]: row["origin"] for row in listed["registered"]}
     assert origins["lora"] == "codecl"
-    assert "lora_qv" in origins and "codecl_example_plugin:METHOD" in origins["lora_qv"] and "codecl-example-plugin" in origins["lora_qv"]
+    assert "lora_qv" in origins and "codecl_example_plugin:METHOD" in origins["lora_qv"] and "codecl-example-plugin 0.1.0)" in origins["lora_qv"]
     assert "ghost" in listed["broken"] and "libfoo 9" in listed["broken"]["ghost"]
     metrics = json.loads(run_codecl("list", "metrics", "--json", cache=tmp_path).stdout.strip().splitlines()[-1])
     assert "token_f1" in {row["name"] for row in metrics["registered"]}
@@ -132,5 +132,7 @@ def test_plugin_method_and_metric_run_through_the_cli(plugin_env, tmp_path):
             assert matrix[s][j] == pytest.approx(sum(expected) / len(expected), abs=1e-9)
             assert [x["token_f1"] for x in lines] == pytest.approx(expected, abs=1e-12)
     assert "token_f1" in run["final_average"]
+    plugins = results["provenance"]["plugins"]
+    assert set(plugins) == {"method lora_qv", "metric token_f1"} and all("codecl-example-plugin 0.1.0)" in v for v in plugins.values())
     report = (out / "report.md").read_text()
     assert "lora_qv" in report and "token_f1" in report

@@ -79,13 +79,8 @@ def plugin_origins(cfg) -> dict[str, str]:
     origins = {}
     for registry, names in ((METHODS, cfg.methods), (METRICS, cfg.eval.metrics)):
         for name in names:
-            origin = registry.origin(name)
+            origin = registry.origin(name)  # "entry point N = module:attr (group G, <distribution> <version>)"
             if origin != "codecl":
-                dist = origin.rsplit(", ", 1)[-1].rstrip(")")
-                try:
-                    origin += f" version {metadata.version(dist)}"
-                except (metadata.PackageNotFoundError, ValueError):
-                    pass
                 origins[f"{registry.kind} {name}"] = origin
     return origins
 

@@ -93,7 +93,8 @@ class Registry(Generic[T]):
 
         plugin_names: set = set()
         for ep in entry_points(group=self.group):
-            dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
+            found = getattr(ep, "dist", None)  # the installed package: named with its version (results.json provenance)
+            dist = f"{found.name} {found.version}" if getattr(found, "name", None) else "an unknown distribution"
             where = f"entry point {ep.name} = {ep.value} (group {self.group}, {dist})"
             try:
                 with contextlib.redirect_stdout(sys.stderr):  # a plugin that prints does not spoil stdout (`--json`)
