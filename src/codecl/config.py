@@ -28,12 +28,13 @@ METHOD_NAMES = STUDY_METHODS
 """The study's four methods (the default `methods`). Every method — these, the baselines and plugins'
 — is named in `codecl.registry.METHODS` only."""
 EXEC_LANGUAGES = tuple(executable_languages())
+"""Languages whose generated code the sandbox can run (`eval.exec_benchmarks`; `LanguageSpec.executes`)."""
 
 
 def _languages() -> tuple[str, ...]:
-    """Every registered language now, plugins' (`codecl.languages` entry points) included: what validation reads."""
+    """Every registered language now, plugins' (`codecl.languages` entry points) included: what validation reads
+    (`LANGUAGES` above is fixed when this module is imported)."""
     return tuple(known_languages())
-"""Languages whose generated code the sandbox can run (`eval.exec_benchmarks`; `LanguageSpec.executes`)."""
 
 
 class _Checks:
