@@ -85,6 +85,8 @@ def test_codebleu_matches_the_package():
     scores, examples = score_with_examples(HYPS, REFS, "python", (*DEFAULT_METRICS, "codebleu"))
     assert scores["codebleu"] == pytest.approx(codebleu.calc_codebleu(REFS, HYPS, lang="python")["codebleu"], abs=1e-12)
     assert 0 < scores["codebleu"] < 1
+    # references first: the swapped call scores these pairs differently, so a swap would fail above
+    assert abs(codebleu.calc_codebleu(HYPS, REFS, lang="python")["codebleu"] - scores["codebleu"]) > 1e-3
     assert list(examples[0]) == ["exact_match", "syntax_ok", "bleu_sentence"]  # corpus-level only: no per-example field
     js_hyp, js_ref = ["function f(a) { return a + 1; }"], ["function f(a) { return a + 2; }"]
     js, _ = score_with_examples(js_hyp, js_ref, "javascript", ("codebleu",))
